@@ -1,0 +1,1 @@
+"""RL: rewards, log-probs, losses (pure tensor functions), rollout, trainer, stages."""
