@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a command not built yet
         cmd = sub.add_parser(
-            name, help=module.HELP, description=module.DESCRIPTION,
+            name,
+            help=module.HELP,
+            description=module.DESCRIPTION,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(cmd)

@@ -66,7 +66,9 @@ def question_text(record: Record) -> str:
 def train_prompt(record: Record, mode: str = "mixed") -> str:
     """The reference training prompt for a record (``mode``: single, multiple, mixed or auto)."""
     if mode not in TRAIN_TEMPLATE_MODES:
-        raise ValueError(f"unknown training template {mode!r}; expected one of {', '.join(TRAIN_TEMPLATE_MODES)}")
+        raise ValueError(
+            f"unknown training template {mode!r}; expected one of {', '.join(TRAIN_TEMPLATE_MODES)}"
+        )
     if mode == "auto":
         mode = "multiple" if "," in record.solution else "single"
     return TRAIN_TEMPLATES[mode].format(Question=question_text(record))

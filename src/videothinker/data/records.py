@@ -202,7 +202,11 @@ def _choice_solution(raw: dict[str, Any], options: list[str], err) -> str:
 
 
 def parse_record(
-    raw: Any, *, source: str = "<memory>", index: int = 0, video_root: str | Path | None = None,
+    raw: Any,
+    *,
+    source: str = "<memory>",
+    index: int = 0,
+    video_root: str | Path | None = None,
     base_dir: Path | None = None,
 ) -> Record:
     """Validate and normalise one raw record of the family. Raises RecordError naming the field."""
@@ -250,8 +254,17 @@ def parse_record(
     record_id = next((str(raw[k]) for k in _ID_FIELDS if raw.get(k) is not None), str(index))
     extra = {k: v for k, v in raw.items() if k not in _CONSUMED}
     return Record(
-        problem=problem, options=options, solution=solution, problem_type=problem_type, video=video,
-        data_type=data_type, question_kind=kind, id=record_id, extra=extra, source=source, index=index,
+        problem=problem,
+        options=options,
+        solution=solution,
+        problem_type=problem_type,
+        video=video,
+        data_type=data_type,
+        question_kind=kind,
+        id=record_id,
+        extra=extra,
+        source=source,
+        index=index,
     )
 
 
@@ -269,7 +282,9 @@ def read_raw(path: str | Path) -> list[Any]:
             try:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise RecordError(str(path), None, None, f"line {lineno} is not valid JSON: {exc.msg}") from None
+                raise RecordError(
+                    str(path), None, None, f"line {lineno} is not valid JSON: {exc.msg}"
+                ) from None
         return items
     try:
         data = json.loads(text)
@@ -286,7 +301,10 @@ def read_raw(path: str | Path) -> list[Any]:
 
 
 def load_records(
-    path: str | Path, video_root: str | Path | None = None, *, skip_invalid: bool = False,
+    path: str | Path,
+    video_root: str | Path | None = None,
+    *,
+    skip_invalid: bool = False,
     question_kind: str | None = None,
 ) -> list[Record]:
     """Load and validate every record of a .json / .jsonl file of the Video-R1 family.
@@ -302,7 +320,10 @@ def load_records(
 
 
 def load_records_report(
-    path: str | Path, video_root: str | Path | None = None, *, skip_invalid: bool = False,
+    path: str | Path,
+    video_root: str | Path | None = None,
+    *,
+    skip_invalid: bool = False,
     question_kind: str | None = None,
 ) -> tuple[list[Record], list[RecordError]]:
     """Like `load_records`, also returning the errors of skipped records."""
@@ -312,7 +333,9 @@ def load_records_report(
     records, errors = [], []
     for index, raw in enumerate(read_raw(path)):
         try:
-            record = parse_record(raw, source=str(path), index=index, video_root=video_root, base_dir=path.parent)
+            record = parse_record(
+                raw, source=str(path), index=index, video_root=video_root, base_dir=path.parent
+            )
         except RecordError as exc:
             if not skip_invalid:
                 raise

@@ -89,7 +89,9 @@ def get_reward(name: str) -> RewardFn:
     if not sep:
         module_name, _, attr = name.rpartition(".")
     if not module_name or not attr:
-        raise KeyError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}, or an import path 'pkg.mod:fn'")
+        raise KeyError(
+            f"unknown reward {name!r}; known: {', '.join(REWARDS)}, or an import path 'pkg.mod:fn'"
+        )
     try:
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
