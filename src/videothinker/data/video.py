@@ -1,16 +1,57 @@
 """Video decoding with PyAV and frame sampling with the semantics of Qwen's reference preprocessing.
 
-(Being written: decoding, sampling and caching land here. `write_video` is the one mp4 writer of the
-project, used by the synthetic lab and by tests.)
+``load_visual`` turns a video file, a folder of frames or a still image into a ``SampledVideo``: uint8
+frames [F, 3, H, W] and the fps of the sampled frames. The rules follow qwen-vl-utils
+(``vision_process.py``), which the Qwen-VL family and VideoThinker's public code use, so a model sees
+the frames it was trained and evaluated on:
+
+- ``smart_nframes``: sample ``fps`` frames per second of video, clamped to [min_frames, max_frames]
+  and to the frames available, floored to a multiple of ``frame_factor`` (the temporal patch size);
+  or a fixed ``nframes`` rounded to ``frame_factor``.
+- ``frame_indices``: evenly spaced indices ``linspace(0, total - 1, n).round()``.
+- ``video_max_pixels`` + ``smart_resize``: a per-frame pixel budget shared across frames, height and
+  width rounded to the patch grid ``size_factor`` with the aspect ratio kept; bicubic, antialiased
+  resizing with torchvision.
+
+Only the selected frames are converted and kept (resized as they arrive), so a long video never sits
+in memory at full resolution. With ``VideoConfig.cache_dir`` set, sampled frames are cached on disk as
+safetensors, so a video is decoded once per run rather than once per epoch. ``write_video`` is the one
+mp4 writer of the project, used by the synthetic lab and by tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from videothinker.config import VideoConfig
+from videothinker.console import warn
+
+MAX_RATIO = 200
+"""Largest aspect ratio smart_resize accepts (qwen-vl-utils MAX_RATIO)."""
+IMAGE_MIN_PIXELS = 4 * 28 * 28
+"""Fewest pixels of a still image (qwen-vl-utils MIN_PIXELS); images share max_pixels with videos."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+"""Files of a frame folder that count as frames (anything else in the folder is ignored)."""
+_CACHE_VERSION = 1
+
+
+class VideoError(ValueError):
+    """A video, frame folder or image that cannot be loaded; the message names the file."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
 
 
 @dataclass
@@ -51,3 +92,400 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: in
         for packet in stream.encode():
             container.mux(packet)
     tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- sampling rules (pure)
+
+
+def _round_by(x: float, factor: int) -> int:
+    return round(x / factor) * factor
+
+
+def _ceil_by(x: float, factor: int) -> int:
+    return math.ceil(x / factor) * factor
+
+
+def _floor_by(x: float, factor: int) -> int:
+    return math.floor(x / factor) * factor
+
+
+def smart_nframes(total_frames: int, video_fps: float, config: VideoConfig) -> int:
+    """How many frames to sample from a clip (qwen-vl-utils ``smart_nframes``).
+
+    With ``config.nframes`` set: that count rounded to ``frame_factor``. Otherwise
+    ``total_frames / video_fps * config.fps`` clamped to [ceil(min_frames), floor(max_frames)] (both to
+    ``frame_factor``) and to ``total_frames``, then floored to ``frame_factor``. Unlike qwen-vl-utils,
+    which raises, a count below ``frame_factor`` becomes ``frame_factor`` and a fixed ``nframes`` above
+    ``total_frames`` is kept: ``frame_indices`` then repeats frames.
+
+    Args:
+        total_frames: frames in the clip (after start/end selection), >= 1.
+        video_fps: native frames per second of the clip.
+        config: sampling settings (fps, nframes, min_frames, max_frames, frame_factor).
+
+    Returns:
+        The frame count, a positive multiple of ``config.frame_factor``.
+    """
+    factor = config.frame_factor
+    if config.nframes is not None:
+        return max(factor, _round_by(config.nframes, factor))
+    min_frames = _ceil_by(config.min_frames, factor)
+    max_frames = _floor_by(config.max_frames, factor)
+    n = total_frames / video_fps * config.fps
+    n = min(max(n, min_frames), max_frames, total_frames)
+    return max(factor, _floor_by(n, factor))
+
+
+def frame_indices(total_frames: int, nframes: int) -> list[int]:
+    """Evenly spaced frame indices, first and last included: ``linspace(0, total - 1, n).round()``."""
+    return torch.linspace(0, total_frames - 1, nframes).round().long().tolist()
+
+
+def video_max_pixels(nframes: int, config: VideoConfig) -> float:
+    """Per-frame pixel cap of a video of ``nframes`` frames (qwen-vl-utils ``fetch_video``): the total
+    budget shared across frames (two frames make one temporal patch), never above ``max_pixels`` and
+    never below 1.05 * ``min_pixels``."""
+    budget = config.total_pixels / nframes * config.frame_factor
+    return max(min(config.max_pixels, budget), int(config.min_pixels * 1.05))
+
+
+def smart_resize(
+    height: int, width: int, factor: int, min_pixels: float, max_pixels: float
+) -> tuple[int, int]:
+    """Target (height, width) of a frame (qwen-vl-utils ``smart_resize``).
+
+    Both sides are rounded to multiples of ``factor`` (at least ``factor``); if the area then exceeds
+    ``max_pixels`` (or falls below ``min_pixels``) the frame is scaled down (up) with its aspect ratio
+    kept and the sides floored (ceiled) to ``factor``.
+
+    Raises:
+        ValueError: a non-positive size, or an aspect ratio above ``MAX_RATIO``.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ValueError(f"aspect ratio must be at most {MAX_RATIO}, got {height}x{width}")
+    h_bar = max(factor, _round_by(height, factor))
+    w_bar = max(factor, _round_by(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, _floor_by(height / beta, factor))
+        w_bar = max(factor, _floor_by(width / beta, factor))
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = _ceil_by(height * beta, factor)
+        w_bar = _ceil_by(width * beta, factor)
+    return h_bar, w_bar
+
+
+@dataclass
+class _Selection:
+    """Which frames of a clip to keep: ``ranks`` index the clip's frames in display order (ascending,
+    repeats allowed), ``fps`` is the rate of the sampled frames."""
+
+    ranks: list[int]
+    fps: float
+
+
+def _select(times: list[float], video_fps: float, config: VideoConfig, start, end, path) -> _Selection:
+    """Restrict frames (``times`` in seconds from the first frame) to [start, end], then sample."""
+    lo = 0.0 if start is None else start
+    hi = math.inf if end is None else end
+    if hi < lo:
+        raise VideoError(path, f"end {end} s is before start {start} s")
+    in_range = [i for i, t in enumerate(times) if lo <= t <= hi]
+    if not in_range:
+        raise VideoError(path, f"no frames between {lo} s and {hi} s (clip is {times[-1]:.2f} s long)")
+    n = smart_nframes(len(in_range), video_fps, config)
+    ranks = [in_range[i] for i in frame_indices(len(in_range), n)]
+    return _Selection(ranks=ranks, fps=n / len(in_range) * video_fps)
+
+
+class _Resizer:
+    """Resizes each kept frame as it arrives to one target size, computed from the first frame."""
+
+    def __init__(self, size_factor: int, min_pixels: float, max_pixels: float, path):
+        self.size_factor, self.min_pixels, self.max_pixels, self.path = (
+            size_factor,
+            min_pixels,
+            max_pixels,
+            path,
+        )
+        self.size: tuple[int, int] | None = None
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> uint8 [3, h, w] at the target size (bicubic, antialiased)."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as tvf
+
+        frame = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        if self.size is None:
+            try:
+                self.size = smart_resize(
+                    frame.shape[1], frame.shape[2], self.size_factor, self.min_pixels, self.max_pixels
+                )
+            except ValueError as e:
+                raise VideoError(self.path, str(e)) from None
+        if tuple(frame.shape[1:]) == self.size:
+            return frame.contiguous()
+        return tvf.resize(frame, list(self.size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+
+def _video_resizer(nframes: int, config: VideoConfig, size_factor: int, path) -> _Resizer:
+    return _Resizer(size_factor, config.min_pixels, video_max_pixels(nframes, config), path)
+
+
+# ----------------------------------------------------------------------------- decoders
+
+
+def _native_fps(stream, times: list[float]) -> float:
+    """The stream's average frame rate, else one derived from the timestamps."""
+    rate = stream.average_rate or stream.guessed_rate
+    if rate:
+        return float(rate)
+    if len(times) > 1 and times[-1] > 0:
+        return (len(times) - 1) / times[-1]
+    return 1.0
+
+
+def _decode_video(path: str, config: VideoConfig, size_factor: int, start, end) -> tuple[torch.Tensor, float]:
+    """Decode the sampled frames of a video file: one demux pass reads the timestamps (no decoding),
+    a second pass decodes up to the last wanted frame and keeps only the wanted ones.
+
+    Returns:
+        uint8 frames [F, 3, H, W] and the fps of the sampled frames.
+    """
+    try:
+        import av
+    except ImportError:
+        raise VideoError(
+            path,
+            "decoding videos needs PyAV (pip install av); or fill config.cache_dir where it is installed",
+        ) from None
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            stream = container.streams.video[0]
+            pts = sorted(
+                p.pts
+                for p in container.demux(stream)
+                if p.pts is not None and p.size > 0 and not getattr(p, "is_discard", False)
+            )
+            if not pts:
+                raise VideoError(path, "video has no frames")
+            time_base = float(stream.time_base)
+            times = [(p - pts[0]) * time_base for p in pts]
+            selection = _select(times, _native_fps(stream, times), config, start, end, path)
+        wanted = [pts[r] for r in selection.ranks]
+        resize = _video_resizer(len(wanted), config, size_factor, path)
+        frames: list[torch.Tensor] = []
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if wanted[0] > pts[0]:
+                container.seek(wanted[0], stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.pts < wanted[len(frames)]:
+                    continue
+                kept = resize(frame.to_ndarray(format="rgb24"))
+                # A frame stands for every wanted timestamp up to its own (repeats, or a timestamp the
+                # decoder did not reproduce exactly).
+                while len(frames) < len(wanted) and wanted[len(frames)] <= frame.pts:
+                    frames.append(kept)
+                if len(frames) == len(wanted):
+                    break
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoError(path, f"cannot decode video ({type(e).__name__}: {e})") from None
+    if not frames:
+        raise VideoError(path, "no decodable frames")
+    frames += [frames[-1]] * (len(wanted) - len(frames))
+    return torch.stack(frames), selection.fps
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3] (transparency composited on white, as qwen-vl-utils does)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("RGBA", "LA", "P"):
+                image = image.convert("RGBA")
+                background = Image.new("RGB", image.size, (255, 255, 255))
+                background.paste(image, mask=image.getchannel("A"))
+                image = background
+            return np.asarray(image.convert("RGB"))
+    except OSError as e:  # PIL.UnidentifiedImageError is an OSError
+        raise VideoError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that orders "frame_2" before "frame_10"."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise VideoError(folder, f"frame folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _decode_frames(
+    folder: Path, config: VideoConfig, size_factor: int, native_fps: float, start, end
+) -> tuple[torch.Tensor, float]:
+    """Load the sampled frames of a frame folder played at ``native_fps``; only sampled files are read."""
+    files = _frame_files(folder)
+    selection = _select([i / native_fps for i in range(len(files))], native_fps, config, start, end, folder)
+    resize = _video_resizer(len(selection.ranks), config, size_factor, folder)
+    loaded: dict[int, torch.Tensor] = {}
+    for rank in selection.ranks:
+        if rank not in loaded:
+            loaded[rank] = resize(_read_image(files[rank]))
+    return torch.stack([loaded[r] for r in selection.ranks]), selection.fps
+
+
+def _decode_image(path: Path, config: VideoConfig, size_factor: int) -> torch.Tensor:
+    """A still image as uint8 [1, 3, H, W], sized between IMAGE_MIN_PIXELS and ``config.max_pixels``."""
+    return _Resizer(size_factor, IMAGE_MIN_PIXELS, config.max_pixels, path)(_read_image(path))[None]
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache_key(path: Path, data_type: str, config: VideoConfig, size_factor: int, start, end, fps) -> str:
+    """Digest of everything the sampled frames depend on: the file (absolute path, size, mtime; for a
+    frame folder every frame file's), the sampling settings, the size factor and the clip bounds."""
+    if path.is_dir():
+        source = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in _frame_files(path)]
+    else:
+        stat = path.stat()
+        source = [stat.st_size, stat.st_mtime_ns]
+    sampling = dataclasses.asdict(config)
+    sampling.pop("cache_dir")
+    sampling.pop("size_factor")
+    key = {
+        "version": _CACHE_VERSION,
+        "path": str(path.resolve()),
+        "data_type": data_type,
+        "source": source,
+        "sampling": sampling,
+        "size_factor": size_factor,
+        "start": start,
+        "end": end,
+        "native_fps": fps,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _cache_file(cache_dir: str, key: str) -> Path:
+    return Path(cache_dir) / key[:2] / f"{key}.safetensors"
+
+
+def _cache_read(file: Path) -> tuple[torch.Tensor, float] | None:
+    """Frames and fps of a cache entry; None when absent or unreadable (a corrupt entry is re-decoded)."""
+    if not file.exists():
+        return None
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(file)
+        frames, fps = tensors["frames"], tensors["fps"]
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or fps.numel() != 1:
+            raise ValueError(f"unexpected tensors {frames.dtype} {tuple(frames.shape)}")
+    except Exception as e:  # any failure to read the entry means: decode again
+        warn(f"frame cache entry {file} is unreadable ({type(e).__name__}: {e}); decoding again")
+        return None
+    return frames, float(fps.item())
+
+
+def _cache_write(file: Path, frames: torch.Tensor, fps: float, source: str) -> None:
+    """Write an entry under a temporary name, then rename it: readers never see a partial file."""
+    from safetensors.torch import save_file
+
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem[:16], suffix=".tmp")
+        os.close(fd)
+        try:
+            tensors = {"frames": frames.contiguous(), "fps": torch.tensor([fps], dtype=torch.float64)}
+            save_file(tensors, tmp, metadata={"source": source})
+            os.replace(tmp, file)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as e:
+        warn(f"cannot write frame cache entry {file} ({e}); continuing without caching it")
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _resolve(path: str, data_type: str) -> Path:
+    """The file or folder to read; a frame folder may be named like a video ("clip.mp4" -> "clip/")."""
+    p = Path(path)
+    if data_type == "frame" and not p.is_dir() and p.suffix and p.with_suffix("").is_dir():
+        p = p.with_suffix("")
+    if not p.exists():
+        raise VideoError(path, f"{'frame folder' if data_type == 'frame' else data_type} not found")
+    if data_type == "frame" and not p.is_dir():
+        raise VideoError(path, "data_type 'frame' expects a folder of images")
+    if data_type != "frame" and p.is_dir():
+        raise VideoError(path, f"data_type '{data_type}' expects a file, got a folder")
+    return p
+
+
+def load_visual(
+    path: str,
+    data_type: str,
+    config: VideoConfig,
+    size_factor: int = 28,
+    start: float | None = None,
+    end: float | None = None,
+    fps: float | None = None,
+) -> SampledVideo:
+    """Load, sample and resize the frames of a video, a frame folder or a still image.
+
+    Args:
+        path: a video file ("video"), a folder of image frames sorted by natural name order ("frame";
+            "clip.mp4" also finds the folder "clip"), or an image file ("image").
+        data_type: "video", "frame" or "image" (``Record.data_type``).
+        config: sampling settings; ``config.size_factor``, when set, overrides ``size_factor`` and
+            ``config.cache_dir``, when set, caches the result on disk.
+        size_factor: height and width are multiples of this (patch_size * merge_size of the processor).
+        start: seconds from the first frame where the clip starts (videos and frame folders).
+        end: seconds from the first frame where the clip ends, inclusive.
+        fps: native frame rate of a frame folder (records carry it); default ``config.fps``. Ignored
+            for videos, whose rate comes from the container.
+
+    Returns:
+        A SampledVideo; frames uint8 [F, 3, H, W] with F a multiple of ``config.frame_factor`` for
+        videos and frame folders, F = 1 and ``is_image`` for images.
+
+    Raises:
+        VideoError: a missing, undecodable or empty video, folder or image (the message names it).
+    """
+    if data_type not in ("video", "frame", "image"):
+        raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
+    size_factor = config.size_factor or size_factor
+    source = _resolve(path, data_type)
+    native_fps = (fps or config.fps) if data_type == "frame" else None
+    cache_file = None
+    if config.cache_dir:
+        key = _cache_key(source, data_type, config, size_factor, start, end, native_fps)
+        cache_file = _cache_file(config.cache_dir, key)
+        cached = _cache_read(cache_file)
+        if cached is not None:
+            return SampledVideo(frames=cached[0], fps=cached[1], path=path, is_image=data_type == "image")
+    if data_type == "video":
+        frames, sample_fps = _decode_video(str(source), config, size_factor, start, end)
+    elif data_type == "frame":
+        frames, sample_fps = _decode_frames(source, config, size_factor, native_fps, start, end)
+    else:
+        frames, sample_fps = _decode_image(source, config, size_factor), 0.0
+    if cache_file is not None:
+        _cache_write(cache_file, frames, sample_fps, str(source))
+    return SampledVideo(frames=frames, fps=sample_fps, path=path, is_image=data_type == "image")
