@@ -1,0 +1,128 @@
+"""Loading a vision-language checkpoint and its processor from a local folder, safely.
+
+Real checkpoints (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, any ``AutoModelForImageTextToText``) and tiny
+models (`videothinker.models.tiny`) load the same way: by local path only (no hub), weights from
+safetensors only (a pickled ``.bin`` is never unpickled), remote code off unless asked for. The small
+helpers here answer the questions other modules ask of a model: its family, its end-of-sequence
+tokens, and the pixel grid its video frames must be resized to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+# model_type -> family; a family shares a processor layout and M-RoPE scheme.
+FAMILIES = {
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen3_vl": "qwen3_vl",
+    "qwen3_vl_moe": "qwen3_vl",
+}
+
+
+def _checkpoint_dir(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model path {path} does not exist (models load from local folders only)")
+    if not path.is_dir():
+        raise ValueError(f"model path {path} is not a folder; give the checkpoint folder holding config.json")
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} has no config.json: not a Hugging Face checkpoint folder")
+    return path
+
+
+def load_model(
+    path: str | Path,
+    *,
+    dtype: str = "auto",
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+):
+    """Load an image/video-text-to-text model from a local checkpoint folder.
+
+    Args:
+        path: folder with config.json and ``*.safetensors`` weights.
+        dtype: ``auto`` (the checkpoint's own), ``bfloat16``, ``float16`` or ``float32``.
+        attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``, ... as transformers takes it.
+        trust_remote_code: allow the checkpoint's own Python code to run (off by default).
+        device: move the model there (``cpu``, ``cuda``, ``cuda:1``); None leaves it on CPU.
+
+    Returns:
+        The model (an ``AutoModelForImageTextToText`` class) in eval mode.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    path = _checkpoint_dir(path)
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(
+            f"{path} has no *.safetensors weights; pickled weights (.bin, .pt) are not loaded "
+            "(convert them to safetensors in a trusted environment)"
+        )
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        path,
+        dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        local_files_only=True,
+    )
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def load_processor(path: str | Path, *, trust_remote_code: bool = False):
+    """Load the processor (tokenizer + image/video processors + chat template) of a local checkpoint."""
+    from transformers import AutoProcessor
+
+    path = _checkpoint_dir(path)
+    return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+
+
+def processor_size_factor(processor) -> int:
+    """Pixels per side of one merged vision token (patch_size * merge_size: 28 for Qwen2/2.5-VL, 32
+    for Qwen3-VL); frame heights and widths must be multiples of it."""
+    vision = getattr(processor, "video_processor", None) or processor.image_processor
+    return int(vision.patch_size * vision.merge_size)
+
+
+def processor_temporal_patch_size(processor) -> int:
+    """Frames per temporal patch (2 for the Qwen VL families); a video's frame count must be a multiple."""
+    vision = getattr(processor, "video_processor", None) or processor.image_processor
+    return int(getattr(vision, "temporal_patch_size", 1))
+
+
+def family_of(model_or_config) -> str:
+    """The model family (``qwen2_vl``, ``qwen2_5_vl``, ``qwen3_vl``) of a model or config; other
+    architectures are returned as their ``model_type``."""
+    config = getattr(model_or_config, "config", model_or_config)
+    model_type = getattr(config, "model_type", None)
+    if not model_type:
+        raise ValueError(f"cannot tell the model family of {type(model_or_config).__name__}: no model_type")
+    return FAMILIES.get(model_type, model_type)
+
+
+def eos_token_ids(model, processor) -> list[int]:
+    """Token ids that end a completion: the generation config's eos ids, then the tokenizer's eos and
+    <|im_end|> (the chat turn end) where the vocabulary has it, without duplicates."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:
+        ids += [configured] if isinstance(configured, int) else list(configured)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if im_end is not None and im_end != tokenizer.unk_token_id:
+        ids.append(im_end)
+    if not ids:
+        raise ValueError(
+            "neither the model's generation config nor the tokenizer names an end-of-sequence token"
+        )
+    return list(dict.fromkeys(int(i) for i in ids))
