@@ -317,7 +317,7 @@ def _read_image(path: Path) -> np.ndarray:
                 background = Image.new("RGB", image.size, (255, 255, 255))
                 background.paste(image, mask=image.getchannel("A"))
                 image = background
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except OSError as e:  # PIL.UnidentifiedImageError is an OSError
         raise VideoError(path, f"cannot read image ({type(e).__name__}: {e})") from None
 
