@@ -298,3 +298,42 @@ def test_corrupt_cache_entry_is_decoded_again(tmp_path, count_decodes):
     assert len(count_decodes) == 2 and torch.equal(first.frames, again.frames)
     load_visual(path, "video", config)  # the rewritten entry is good again
     assert len(count_decodes) == 2
+
+
+def test_start_seeks_within_a_stream_of_many_keyframes(tmp_path):
+    import av
+
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), mode="w") as container:  # a keyframe every 5 frames, B-frames between
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"g": "5", "crf": "18", "preset": "veryfast"}
+        for k in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), STEP * k, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    out = load_visual(str(path), "video", VideoConfig(**SMALL), start=3.3, end=5.0)
+    # frames 33..50 (18 frames, 1.8 s): 3.6 -> 4; linspace(0, 17, 4) = 0, 5.67, 11.33, 17
+    assert frame_numbers(out.frames) == [33, 39, 44, 50]
+    out = load_visual(str(path), "video", VideoConfig(**SMALL), start=4.1)
+    # frames 41..59 (19 frames, 1.9 s): 3.8 -> 4; linspace(0, 18, 4) = 0, 6, 12, 18
+    assert frame_numbers(out.frames) == [41, 47, 53, 59]
+
+
+def test_only_sampled_frames_are_converted(tmp_path, monkeypatch):
+    path = counter_video(tmp_path / "v.mp4", n=50, fps=5)
+    converted = []
+    call = video_mod._Resizer.__call__
+    monkeypatch.setattr(
+        video_mod._Resizer, "__call__", lambda self, rgb: converted.append(1) or call(self, rgb)
+    )
+    load_visual(path, "video", VideoConfig(**SMALL))
+    assert len(converted) == 16  # of 50 decoded frames, only the 16 sampled ones are kept
+
+
+def test_unwritable_cache_warns_and_still_loads(tmp_path, capsys):
+    path = counter_video(tmp_path / "v.mp4", n=10, fps=10)
+    (tmp_path / "not_a_folder").write_text("")
+    out = load_visual(path, "video", VideoConfig(**SMALL, cache_dir=str(tmp_path / "not_a_folder")))
+    assert out.frames.shape[0] == 4 and list(tmp_path.glob("**/*.tmp")) == []
+    assert "cannot write frame cache entry" in capsys.readouterr().err

@@ -21,13 +21,13 @@ mp4 writer of the project, used by the synthetic lab and by tests.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +178,27 @@ def smart_resize(
     return h_bar, w_bar
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What to load besides the file itself; with the file's identity it makes the cache key.
+
+    Attributes:
+        data_type: "video", "frame" or "image".
+        config: sampling settings.
+        size_factor: height and width are multiples of this.
+        start: seconds from the first frame where the clip starts (None: the beginning).
+        end: seconds from the first frame where the clip ends, inclusive (None: the end).
+        native_fps: playback rate of a frame folder (None for videos and images).
+    """
+
+    data_type: str
+    config: VideoConfig
+    size_factor: int
+    start: float | None = None
+    end: float | None = None
+    native_fps: float | None = None
+
+
 @dataclass
 class _Selection:
     """Which frames of a clip to keep: ``ranks`` index the clip's frames in display order (ascending,
@@ -187,31 +208,29 @@ class _Selection:
     fps: float
 
 
-def _select(times: list[float], video_fps: float, config: VideoConfig, start, end, path) -> _Selection:
+def _select(times: list[float], video_fps: float, request: _Request, path: str | Path) -> _Selection:
     """Restrict frames (``times`` in seconds from the first frame) to [start, end], then sample."""
-    lo = 0.0 if start is None else start
-    hi = math.inf if end is None else end
+    lo = 0.0 if request.start is None else request.start
+    hi = math.inf if request.end is None else request.end
     if hi < lo:
-        raise VideoError(path, f"end {end} s is before start {start} s")
+        raise VideoError(path, f"end {request.end} s is before start {request.start} s")
     in_range = [i for i, t in enumerate(times) if lo <= t <= hi]
     if not in_range:
         raise VideoError(path, f"no frames between {lo} s and {hi} s (clip is {times[-1]:.2f} s long)")
-    n = smart_nframes(len(in_range), video_fps, config)
+    n = smart_nframes(len(in_range), video_fps, request.config)
     ranks = [in_range[i] for i in frame_indices(len(in_range), n)]
     return _Selection(ranks=ranks, fps=n / len(in_range) * video_fps)
 
 
+@dataclass
 class _Resizer:
     """Resizes each kept frame as it arrives to one target size, computed from the first frame."""
 
-    def __init__(self, size_factor: int, min_pixels: float, max_pixels: float, path):
-        self.size_factor, self.min_pixels, self.max_pixels, self.path = (
-            size_factor,
-            min_pixels,
-            max_pixels,
-            path,
-        )
-        self.size: tuple[int, int] | None = None
+    size_factor: int
+    min_pixels: float
+    max_pixels: float
+    path: str | Path
+    size: tuple[int, int] | None = None
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """uint8 [H, W, 3] -> uint8 [3, h, w] at the target size (bicubic, antialiased)."""
@@ -231,8 +250,9 @@ class _Resizer:
         return tvf.resize(frame, list(self.size), interpolation=InterpolationMode.BICUBIC, antialias=True)
 
 
-def _video_resizer(nframes: int, config: VideoConfig, size_factor: int, path) -> _Resizer:
-    return _Resizer(size_factor, config.min_pixels, video_max_pixels(nframes, config), path)
+def _video_resizer(nframes: int, request: _Request, path: str | Path) -> _Resizer:
+    config = request.config
+    return _Resizer(request.size_factor, config.min_pixels, video_max_pixels(nframes, config), path)
 
 
 # ----------------------------------------------------------------------------- decoders
@@ -248,7 +268,7 @@ def _native_fps(stream, times: list[float]) -> float:
     return 1.0
 
 
-def _decode_video(path: str, config: VideoConfig, size_factor: int, start, end) -> tuple[torch.Tensor, float]:
+def _decode_video(path: str, request: _Request) -> tuple[torch.Tensor, float]:
     """Decode the sampled frames of a video file: one demux pass reads the timestamps (no decoding),
     a second pass decodes up to the last wanted frame and keeps only the wanted ones.
 
@@ -275,11 +295,11 @@ def _decode_video(path: str, config: VideoConfig, size_factor: int, start, end) 
             )
             if not pts:
                 raise VideoError(path, "video has no frames")
-            time_base = float(stream.time_base)
-            times = [(p - pts[0]) * time_base for p in pts]
-            selection = _select(times, _native_fps(stream, times), config, start, end, path)
+            # exact (Fraction) arithmetic, rounded once: frame 33 at 10 fps is at 3.3 s, as written
+            times = [float((p - pts[0]) * stream.time_base) for p in pts]
+            selection = _select(times, _native_fps(stream, times), request, path)
         wanted = [pts[r] for r in selection.ranks]
-        resize = _video_resizer(len(wanted), config, size_factor, path)
+        resize = _video_resizer(len(wanted), request, path)
         frames: list[torch.Tensor] = []
         with av.open(path) as container:
             stream = container.streams.video[0]
@@ -302,7 +322,11 @@ def _decode_video(path: str, config: VideoConfig, size_factor: int, start, end) 
         raise VideoError(path, f"cannot decode video ({type(e).__name__}: {e})") from None
     if not frames:
         raise VideoError(path, "no decodable frames")
-    frames += [frames[-1]] * (len(wanted) - len(frames))
+    if len(frames) < len(wanted):
+        warn(
+            f"{path}: decoding stopped early; the last decoded frame stands for {len(wanted) - len(frames)} more"
+        )
+        frames += [frames[-1]] * (len(wanted) - len(frames))
     return torch.stack(frames), selection.fps
 
 
@@ -334,13 +358,13 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _decode_frames(
-    folder: Path, config: VideoConfig, size_factor: int, native_fps: float, start, end
-) -> tuple[torch.Tensor, float]:
-    """Load the sampled frames of a frame folder played at ``native_fps``; only sampled files are read."""
+def _decode_frames(folder: Path, request: _Request) -> tuple[torch.Tensor, float]:
+    """Load the sampled frames of a frame folder played at ``request.native_fps``; only the sampled
+    files are read."""
     files = _frame_files(folder)
-    selection = _select([i / native_fps for i in range(len(files))], native_fps, config, start, end, folder)
-    resize = _video_resizer(len(selection.ranks), config, size_factor, folder)
+    fps = request.native_fps
+    selection = _select([i / fps for i in range(len(files))], fps, request, folder)
+    resize = _video_resizer(len(selection.ranks), request, folder)
     loaded: dict[int, torch.Tensor] = {}
     for rank in selection.ranks:
         if rank not in loaded:
@@ -348,36 +372,26 @@ def _decode_frames(
     return torch.stack([loaded[r] for r in selection.ranks]), selection.fps
 
 
-def _decode_image(path: Path, config: VideoConfig, size_factor: int) -> torch.Tensor:
+def _decode_image(path: Path, request: _Request) -> torch.Tensor:
     """A still image as uint8 [1, 3, H, W], sized between IMAGE_MIN_PIXELS and ``config.max_pixels``."""
-    return _Resizer(size_factor, IMAGE_MIN_PIXELS, config.max_pixels, path)(_read_image(path))[None]
+    resize = _Resizer(request.size_factor, IMAGE_MIN_PIXELS, request.config.max_pixels, path)
+    return resize(_read_image(path))[None]
 
 
 # ----------------------------------------------------------------------------- cache
 
 
-def _cache_key(path: Path, data_type: str, config: VideoConfig, size_factor: int, start, end, fps) -> str:
+def _cache_key(path: Path, request: _Request) -> str:
     """Digest of everything the sampled frames depend on: the file (absolute path, size, mtime; for a
-    frame folder every frame file's), the sampling settings, the size factor and the clip bounds."""
+    frame folder every frame file's) and the request (sampling settings, size factor, clip bounds)."""
     if path.is_dir():
         source = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in _frame_files(path)]
     else:
         stat = path.stat()
         source = [stat.st_size, stat.st_mtime_ns]
-    sampling = dataclasses.asdict(config)
-    sampling.pop("cache_dir")
-    sampling.pop("size_factor")
-    key = {
-        "version": _CACHE_VERSION,
-        "path": str(path.resolve()),
-        "data_type": data_type,
-        "source": source,
-        "sampling": sampling,
-        "size_factor": size_factor,
-        "start": start,
-        "end": end,
-        "native_fps": fps,
-    }
+    settings = dataclasses.asdict(request)
+    del settings["config"]["cache_dir"], settings["config"]["size_factor"]  # size_factor: the request's
+    key = {"version": _CACHE_VERSION, "path": str(path.resolve()), "source": source, "request": settings}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -406,18 +420,15 @@ def _cache_write(file: Path, frames: torch.Tensor, fps: float, source: str) -> N
     """Write an entry under a temporary name, then rename it: readers never see a partial file."""
     from safetensors.torch import save_file
 
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem[:16], suffix=".tmp")
-        os.close(fd)
-        try:
-            tensors = {"frames": frames.contiguous(), "fps": torch.tensor([fps], dtype=torch.float64)}
-            save_file(tensors, tmp, metadata={"source": source})
-            os.replace(tmp, file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        tensors = {"frames": frames.contiguous(), "fps": torch.tensor([fps], dtype=torch.float64)}
+        save_file(tensors, str(tmp), metadata={"source": source})
+        os.replace(tmp, file)
     except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         warn(f"cannot write frame cache entry {file} ({e}); continuing without caching it")
 
 
@@ -463,29 +474,33 @@ def load_visual(
 
     Returns:
         A SampledVideo; frames uint8 [F, 3, H, W] with F a multiple of ``config.frame_factor`` for
-        videos and frame folders, F = 1 and ``is_image`` for images.
+        videos and frame folders; F = 1, fps 0 and ``is_image`` for images.
 
     Raises:
         VideoError: a missing, undecodable or empty video, folder or image (the message names it).
     """
     if data_type not in ("video", "frame", "image"):
         raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
-    size_factor = config.size_factor or size_factor
     source = _resolve(path, data_type)
-    native_fps = (fps or config.fps) if data_type == "frame" else None
-    cache_file = None
-    if config.cache_dir:
-        key = _cache_key(source, data_type, config, size_factor, start, end, native_fps)
-        cache_file = _cache_file(config.cache_dir, key)
-        cached = _cache_read(cache_file)
-        if cached is not None:
-            return SampledVideo(frames=cached[0], fps=cached[1], path=path, is_image=data_type == "image")
-    if data_type == "video":
-        frames, sample_fps = _decode_video(str(source), config, size_factor, start, end)
+    is_image = data_type == "image"
+    request = _Request(
+        data_type=data_type,
+        config=config,
+        size_factor=config.size_factor or size_factor,
+        start=None if is_image else start,
+        end=None if is_image else end,
+        native_fps=(fps or config.fps) if data_type == "frame" else None,
+    )
+    cache_file = _cache_file(config.cache_dir, _cache_key(source, request)) if config.cache_dir else None
+    cached = _cache_read(cache_file) if cache_file is not None else None
+    if cached is not None:
+        frames, sample_fps = cached
+    elif data_type == "video":
+        frames, sample_fps = _decode_video(str(source), request)
     elif data_type == "frame":
-        frames, sample_fps = _decode_frames(source, config, size_factor, native_fps, start, end)
+        frames, sample_fps = _decode_frames(source, request)
     else:
-        frames, sample_fps = _decode_image(source, config, size_factor), 0.0
-    if cache_file is not None:
+        frames, sample_fps = _decode_image(source, request), 0.0
+    if cache_file is not None and cached is None:
         _cache_write(cache_file, frames, sample_fps, str(source))
-    return SampledVideo(frames=frames, fps=sample_fps, path=path, is_image=data_type == "image")
+    return SampledVideo(frames=frames, fps=sample_fps, path=path, is_image=is_image)
