@@ -137,4 +137,25 @@ def test_cli_builds_a_loadable_model(tmp_path):
     assert json.loads((out / "config.json").read_text())["text_config"]["hidden_size"] == 32
     assert len(load_processor(out).tokenizer(" zyxwvut")["input_ids"]) == 1  # learnt from --corpus
     assert main(args) == 1  # refuses to overwrite without --overwrite
+    weights = (out / "model.safetensors").read_bytes()
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() == weights  # same seed, same weights
     assert main([*args, "--overwrite", "--seed", "1"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ({"hidden_size": 60}, "multiple of 4"),
+        ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
+        ({"vision_depth": 0}, "must be positive"),
+        ({"width": 8}, "unknown tiny model size"),
+    ],
+)
+def test_bad_sizes_are_refused(tmp_path, sizes, message):
+    from videothinker.models.tiny import build_tiny_model
+
+    with pytest.raises(ValueError, match=message):
+        build_tiny_model("qwen2_vl", tmp_path / "m", **sizes)
+    assert not (tmp_path / "m").exists()

@@ -114,7 +114,7 @@ class TinySizes:
         vision_num_heads: vision tower attention heads.
     """
 
-    vocab_size: int = 2048
+    vocab_size: int = 1024
     hidden_size: int = 64
     intermediate_size: int = 128
     num_hidden_layers: int = 2
@@ -175,6 +175,17 @@ def builtin_corpus() -> list[str]:
             f"What will happen next? Which object moves? How many {shape}s are moving? Is {obj} stationary?",
             f"<think>Let me think. {obj.capitalize()} hits {obj2} first, so without it nothing collides. "
             f"Wait, I see {obj2} still enters.</think><answer>A,C</answer>",
+        ]
+    # Chat roles and general video-QA words (benchmarks of the Video-R1 family), each seen often
+    # enough (min_frequency) to become whole tokens.
+    subjects = ["person", "man", "woman", "car", "ball", "dog", "cat", "hand", "camera", "object"]
+    for subject in subjects:
+        lines += [
+            "system\nYou are a helpful assistant.\nuser\nQuestion?\nOptions:\nA. yes\nassistant\n",
+            f"What is the {subject} doing in the video? Where does the {subject} go after it turns left "
+            f"or right? Why did the {subject} stop? When does the {subject} appear for the first time?",
+            f"How many times does the {subject} jump, run, walk, open or close the door, pick up or put "
+            f"down the box? What color is the {subject}? Is the {subject} moving up, down, faster or slower?",
         ]
     lines += [
         "Hmm, let me think about it. Wait, oh, I see. Let's break it down step by step.",
@@ -245,7 +256,7 @@ def build_tiny_model(
 
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_quietly(model, tmp)
     processor.save_pretrained(tmp)
     (tmp / "tiny_model.json").write_text(json.dumps({"arch": arch, "seed": seed, **asdict(dims)}, indent=2))
     if out_dir.exists():
@@ -253,6 +264,19 @@ def build_tiny_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out_dir)
     return out_dir
+
+
+def _save_quietly(model, path: Path) -> None:
+    """save_pretrained without transformers' per-shard progress bar (one tiny shard)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _train_tokenizer(arch: str, lines: list[str], vocab_size: int):
