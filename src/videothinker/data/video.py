@@ -280,7 +280,7 @@ def _decode_video(path: str, request: _Request) -> tuple[torch.Tensor, float]:
     except ImportError:
         raise VideoError(
             path,
-            "decoding videos needs PyAV (pip install av); or fill config.cache_dir where it is installed",
+            "decoding videos needs PyAV (pip install av), or a frame cache filled where it is installed",
         ) from None
 
     try:
