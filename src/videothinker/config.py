@@ -4,6 +4,10 @@ A YAML file is a mapping of section name -> fields (``video: {fps: 2.0}``) or fl
 a unique field of any section (``beta: -0.01``); ``--set`` takes the same keys, dotted or flat
 (``--set grpo.beta=-0.02`` or ``--set beta=-0.02``). Values from ``--set`` are parsed as YAML scalars.
 Every field carries help text in ``metadata["help"]``; unknown keys are an error, never ignored.
+
+Training (`TrainConfig`) resolves in this order, later wins: dataclass defaults, the stage's defaults
+(`stage_defaults`), the YAML file (a path or a preset name, `resolve_config_path`), ``--set``; then
+`TrainConfig.validate` checks the stage's rules. `load_train_config` does all of it.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ def describe(cls) -> list[tuple[str, Any, str]]:
     """(name, default, help) of each field of a config dataclass, for --help listings and docs."""
     out = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         out.append((f.name, default, f.metadata.get("help", "")))
     return out
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Coerce a YAML value to a field's type (int -> float where a float is wanted, etc.)."""
+    """Coerce a YAML value to a field's type: int -> float, numeric strings (YAML 1.1 reads ``1e-6``
+    as a string) -> float or int, a scalar -> a one-item list, list items to the item type."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -41,21 +48,41 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return float(value)
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if annotation in (float, int) and isinstance(value, str | float) and not isinstance(value, bool):
+        number = _parse_number(value)
+        if number is not None and (annotation is float or number.is_integer()):
+            return annotation(number)
     if annotation is bool and isinstance(value, bool):
         return value
-    if annotation is str and isinstance(value, str):
-        return value
-    if origin in (list, tuple) and isinstance(value, list | tuple):
-        return list(value) if origin is list else tuple(value)
+    if annotation is str and isinstance(value, str | int) and not isinstance(value, bool):
+        return str(value)  # an int-looking name or path (``output_dir=2024``) stays a string
+    if origin in (list, tuple):
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if args and origin is list:
+            items = [_coerce(item, args[0], key) for item in items]
+        return items if origin is list else tuple(items)
     if annotation in (float, int, bool, str):
         raise ValueError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
     return value
 
 
+def _parse_number(value: str | float) -> float | None:
+    if isinstance(value, float):
+        return value
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
+
+
 def apply_overrides(root: Any, values: dict[str, Any], *, origin: str) -> None:
     """Set fields of a (nested) config dataclass from a mapping; nested mappings set sub-sections and
     a flat key may name a unique field of any section."""
-    sections = {f.name: getattr(root, f.name) for f in dataclasses.fields(root) if dataclasses.is_dataclass(getattr(root, f.name))}
+    sections = {
+        f.name: getattr(root, f.name)
+        for f in dataclasses.fields(root)
+        if dataclasses.is_dataclass(getattr(root, f.name))
+    }
     for key, value in values.items():
         parts = key.split(".")
         if parts[0] in sections and len(parts) == 1 and isinstance(value, dict):
@@ -64,13 +91,17 @@ def apply_overrides(root: Any, values: dict[str, Any], *, origin: str) -> None:
         if parts[0] in sections and len(parts) > 1:
             apply_overrides(sections[parts[0]], {".".join(parts[1:]): value}, origin=origin)
             continue
+        if parts[0] in sections:
+            raise ValueError(f"{origin}: '{key}' is a config section; give it a mapping of its fields")
         owners = [root] if _has_field(root, key) else [s for s in sections.values() if _has_field(s, key)]
         if not owners:
             raise ValueError(f"{origin}: unknown config key '{key}'")
         if len(owners) > 1:
             names = [n for n, s in sections.items() if s in owners]
-            raise ValueError(f"{origin}: config key '{key}' is ambiguous; write it as one of "
-                             + ", ".join(f"{n}.{key}" for n in names))
+            raise ValueError(
+                f"{origin}: config key '{key}' is ambiguous; write it as one of "
+                + ", ".join(f"{n}.{key}" for n in names)
+            )
         owner = owners[0]
         hints = typing.get_type_hints(type(owner))
         setattr(owner, key, _coerce(value, hints[key], key))
@@ -93,21 +124,58 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, **base):
-    """Build a config dataclass from defaults, then a YAML file, then ``--set`` overrides."""
+def load_config(
+    cls,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    defaults: dict[str, Any] | None = None,
+    **base,
+):
+    """Build a config dataclass from its defaults, then ``defaults`` (a mapping of the YAML form, e.g.
+    a stage's defaults), then a YAML file, then ``--set`` overrides; validate it if it can."""
     config = cls(**base)
+    if defaults:
+        apply_overrides(config, defaults, origin="defaults")
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        apply_overrides(config, data, origin=str(path))
+        apply_overrides(config, read_yaml(path), origin=str(path))
     apply_overrides(config, parse_set(overrides), origin="--set")
     if hasattr(config, "validate"):
         config.validate()
     return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys")
+    return data
+
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package (``src/videothinker/configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path as given, else a preset of that name (``paper_qwen2_5_vl_3b_cdpo``
+    or ``paper_qwen2_5_vl_3b_cdpo.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and preset.is_file():
+        return preset
+    raise FileNotFoundError(
+        f"config not found: {name_or_path} is neither a file nor a preset; presets: {', '.join(preset_names())}"
+    )
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -128,17 +196,338 @@ class VideoConfig:
     settings (16 frames at most, 256 * 28 * 28 pixels per frame)."""
 
     fps: float = _field(2.0, "frames sampled per second of video (qwen-vl-utils FPS)")
-    nframes: int | None = _field(None, "a fixed frame count instead of fps sampling (rounded to frame_factor)")
+    nframes: int | None = _field(
+        None, "a fixed frame count instead of fps sampling (rounded to frame_factor)"
+    )
     min_frames: int = _field(4, "fewest frames sampled (qwen-vl-utils FPS_MIN_FRAMES)")
     max_frames: int = _field(16, "most frames sampled (VideoThinker sets FPS_MAX_FRAMES=16)")
     frame_factor: int = _field(2, "frame count is rounded to a multiple of this (the temporal patch size)")
     min_pixels: int = _field(128 * 28 * 28, "fewest pixels per frame (qwen-vl-utils VIDEO_MIN_PIXELS)")
-    max_pixels: int = _field(256 * 28 * 28, "most pixels per frame (VideoThinker sets VIDEO_MAX_PIXELS=256*28*28)")
+    max_pixels: int = _field(
+        256 * 28 * 28, "most pixels per frame (VideoThinker sets VIDEO_MAX_PIXELS=256*28*28)"
+    )
     total_pixels: int = _field(
         int(128000 * 28 * 28 * 0.9), "pixel budget over all frames (qwen-vl-utils VIDEO_TOTAL_PIXELS)"
     )
     size_factor: int | None = _field(
-        None, "height and width are rounded to multiples of this; None takes patch_size * merge_size from the "
-        "processor (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)"
+        None,
+        "height and width are rounded to multiples of this; None takes patch_size * merge_size from the "
+        "processor (28 for Qwen2/2.5-VL, 32 for Qwen3-VL)",
     )
-    cache_dir: str | None = _field(None, "folder of an on-disk cache of decoded, sampled frames (None: no cache)")
+    cache_dir: str | None = _field(
+        None, "folder of an on-disk cache of decoded, sampled frames (None: no cache)"
+    )
+
+
+# ------------------------------------------------------------------------------------------ training
+
+STAGES = ("bias", "cdpo", "grpo")
+DTYPES = ("bfloat16", "float16", "float32", "auto")
+PROMPT_TRUNCATION = ("error", "text")
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # == videothinker.rl.losses.LOSS_TYPES (a test holds them equal)
+LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")  # transformers.get_scheduler names
+REPORTERS = ("jsonl", "tensorboard")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The policy model: what is loaded and how it is trained (VideoThinker trains Qwen2.5-VL-3B-Instruct
+    in full, vision tower included)."""
+
+    path: str = _field(
+        "",
+        "local folder of the policy model in Hugging Face format (Qwen2-VL, Qwen2.5-VL, Qwen3-VL or any "
+        "AutoModelForImageTextToText); the paper trains Qwen2.5-VL-3B-Instruct",
+    )
+    dtype: str = _field(
+        "bfloat16",
+        "weight dtype: bfloat16 | float16 | float32 | auto (reference scripts: --torch_dtype bfloat16)",
+    )
+    attn_implementation: str = _field(
+        "sdpa",
+        "attention kernel given to from_pretrained: sdpa | eager | flash_attention_2 (the reference "
+        "scripts use flash_attention_2; sdpa needs no extra package)",
+    )
+    gradient_checkpointing: bool = _field(
+        True,
+        "recompute activations in backward to save memory (reference scripts: --gradient_checkpointing true)",
+    )
+    freeze_vision: bool = _field(
+        False, "keep the vision tower fixed (reference scripts: --freeze_vision_modules false, so it trains)"
+    )
+    trust_remote_code: bool = _field(
+        False, "run Python code shipped in the model folder (off by default: never run untrusted code)"
+    )
+
+    def problems(self) -> list[str]:
+        out = [] if self.path else ["model.path is required: the local folder of the policy model"]
+        return out + _choice("model.dtype", self.dtype, DTYPES)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Training records (Video-R1 JSON family, labelled with question_kind) and how prompts are built
+    from them. The prompt length limit is `GRPOConfig.max_prompt_length`."""
+
+    path: str = _field("", "training records: a JSON or JSONL file of the Video-R1 family")
+    video_root: str | None = _field(
+        None, "folder the records' video paths are relative to (None: the records file's folder)"
+    )
+    question_kind: str | None = _field(
+        None,
+        "train only on questions of this kind: observational | inferential | None (all). Stage bias "
+        "sets observational: the bias model learns the shortcut from them (VideoThinker, bias-aware training)",
+    )
+    template: str = _field(
+        "mixed",
+        "training prompt template: single | multiple | mixed | auto (reference scripts: "
+        "--question_type mixed; auto picks single or multiple per record from its solution)",
+    )
+    prompt_truncation: str = _field(
+        "error",
+        "a prompt over grpo.max_prompt_length: error (stop, naming the record) | text (cut the "
+        "question text only, never through video tokens; stop if that is not enough)",
+    )
+    skip_invalid: bool = _field(
+        False, "skip malformed records (and report how many) instead of stopping at the first one"
+    )
+    shuffle: bool = _field(True, "visit the records in a seeded random order (seed: grpo.seed)")
+
+    def problems(self) -> list[str]:
+        from videothinker.data.prompts import TRAIN_TEMPLATE_MODES
+        from videothinker.data.records import QUESTION_KINDS
+
+        out = [] if self.path else ["data.path is required: the training records file"]
+        if self.question_kind is not None:
+            out += _choice("data.question_kind", self.question_kind, QUESTION_KINDS)
+        return (
+            out
+            + _choice("data.template", self.template, TRAIN_TEMPLATE_MODES)
+            + _choice("data.prompt_truncation", self.prompt_truncation, PROMPT_TRUNCATION)
+        )
+
+
+@dataclasses.dataclass
+class GRPOConfig:
+    """The RL objective and the optimisation, with TRL ``GRPOConfig`` / ``TrainingArguments`` names where
+    the concept is the same. Defaults are the public VideoThinker settings (DESIGN.md §2, docs/LOSS.md);
+    ``beta`` is set per stage by `stage_defaults`."""
+
+    # sampling
+    num_generations: int = _field(8, "G: completions sampled per prompt (TRL num_generations; paper: 8)")
+    max_prompt_length: int | None = _field(
+        4096, "most prompt tokens, video tokens included; None: no limit (reference scripts: 4096)"
+    )
+    max_completion_length: int = _field(768, "most completion tokens sampled (reference scripts: 768)")
+    temperature: float = _field(1.0, "sampling temperature (TRL temperature; reference: 1.0)")
+    top_p: float = _field(1.0, "nucleus sampling mass (TRL top_p; 1.0: off)")
+    # objective (docs/LOSS.md)
+    beta: float = _field(
+        0.04,
+        "KL coefficient, signed: > 0 attracts to the reference (GRPO), < 0 repels from it (CDPO, paper: "
+        "-0.01), 0 loads no reference. 0.04 is the original TRL GRPOConfig default, which the reference code "
+        "builds on (recent TRL: 0.0); the stage sets it (bias 0, cdpo -0.01, grpo 0.04)",
+    )
+    epsilon: float = _field(
+        0.2, "lower clip: the ratio is clipped below at 1 - epsilon (TRL epsilon; paper: 0.2)"
+    )
+    epsilon_high: float = _field(
+        0.28,
+        "upper clip: the ratio is clipped above at 1 + epsilon_high (TRL epsilon_high, DAPO's clip-higher; "
+        "paper: 0.28)",
+    )
+    kl_clamp: float = _field(
+        11.0,
+        "bound on |ref_logprobs - logprobs| inside the k3 KL estimator; keeps a repulsive term finite "
+        "(public VideoThinker code: 11)",
+    )
+    loss_type: str = _field(
+        "grpo",
+        "aggregation of token losses: grpo (per-sequence mean, then mean; reference code) | dapo "
+        "(token-level mean) | dr_grpo (sum / (sequences * max_completion_length)) (TRL loss_type)",
+    )
+    scale_rewards: bool = _field(
+        True, "divide group-centred rewards by the group's std (+1e-4); False: Dr. GRPO (TRL scale_rewards)"
+    )
+    num_iterations: int = _field(
+        1,
+        "optimizer steps per batch of samples (TRL num_iterations, mu); 1: old_logprobs = logprobs.detach()",
+    )
+    reward_funcs: list[str] = _field(
+        ["accuracy", "format"],
+        "rewards by registry name or import path pkg.mod:fn, summed (reference: accuracy format)",
+    )
+    reward_weights: list[float] | None = _field(
+        None, "weight of each reward in reward_funcs' order (TRL reward_weights); None: all 1"
+    )
+    # optimisation (transformers TrainingArguments names)
+    learning_rate: float = _field(1e-6, "AdamW learning rate (TRL GRPOConfig default; paper: 1e-6)")
+    weight_decay: float = _field(0.0, "AdamW weight decay (TrainingArguments default)")
+    adam_beta1: float = _field(0.9, "AdamW beta1 (TrainingArguments default)")
+    adam_beta2: float = _field(0.999, "AdamW beta2 (TrainingArguments default)")
+    lr_scheduler_type: str = _field(
+        "linear",
+        "learning-rate schedule: linear | cosine | constant | constant_with_warmup. The reference "
+        "scripts set none, so TrainingArguments' linear decay to 0 applied",
+    )
+    warmup_ratio: float = _field(0.0, "fraction of max_steps spent warming the learning rate up from 0")
+    max_grad_norm: float = _field(20.0, "gradient-norm clipping threshold (reference scripts: 20)")
+    per_device_train_batch_size: int = _field(
+        1, "prompts per micro-batch per device, each with num_generations completions (reference: 1)"
+    )
+    gradient_accumulation_steps: int = _field(1, "micro-batches per optimizer step (reference: 1)")
+    bf16: bool = _field(True, "bfloat16 mixed precision (reference scripts: --bf16)")
+    max_steps: int = _field(500, "optimizer steps to train (paper: 500 per stage)")
+    save_steps: int = _field(500, "save a checkpoint every this many steps (reference scripts: 500)")
+    save_total_limit: int | None = _field(None, "keep at most this many checkpoints (None: all)")
+    logging_steps: int = _field(1, "log metrics every this many steps (reference scripts: 1)")
+    seed: int = _field(
+        42, "seed of sampling, data order and initialisation (reference scripts: data_seed 42)"
+    )
+    report_to: list[str] = _field(
+        ["jsonl"], "metric sinks: jsonl (log.jsonl in output_dir, always written) and optionally tensorboard"
+    )
+    max_nonfinite_steps: int = _field(
+        3, "a non-finite loss or gradient skips the step; this many such steps in a row stop the run"
+    )
+
+    def problems(self) -> list[str]:
+        from videothinker.rl.rewards import REWARDS
+
+        positive = {
+            "num_iterations": self.num_iterations, "max_completion_length": self.max_completion_length,
+            "temperature": self.temperature, "epsilon": self.epsilon, "epsilon_high": self.epsilon_high,
+            "kl_clamp": self.kl_clamp, "learning_rate": self.learning_rate, "max_grad_norm": self.max_grad_norm,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps, "max_steps": self.max_steps,
+            "save_steps": self.save_steps, "logging_steps": self.logging_steps,
+            "max_nonfinite_steps": self.max_nonfinite_steps, "max_prompt_length": self.max_prompt_length or 1,
+            "save_total_limit": self.save_total_limit or 1,
+        }  # fmt: skip
+        out = [f"grpo.{name} must be > 0, got {value}" for name, value in positive.items() if not value > 0]
+        if self.num_generations < 2:
+            out.append(
+                f"grpo.num_generations must be >= 2 (advantages compare completions of one prompt), got "
+                f"{self.num_generations}"
+            )
+        if not 0 < self.top_p <= 1:
+            out.append(f"grpo.top_p must be in (0, 1], got {self.top_p}")
+        for name in ("weight_decay", "warmup_ratio", "adam_beta1", "adam_beta2"):
+            low, high = (0.0, float("inf")) if name == "weight_decay" else (0.0, 1.0)
+            if not low <= getattr(self, name) < high:
+                out.append(f"grpo.{name} must be in [{low:g}, {high:g}), got {getattr(self, name)}")
+        if not self.reward_funcs:
+            out.append("grpo.reward_funcs is empty: name at least one reward (e.g. accuracy, format)")
+        for name in self.reward_funcs:
+            if name not in REWARDS and ":" not in name and "." not in name:
+                out.append(
+                    f"grpo.reward_funcs: unknown reward {name!r}; known: {', '.join(REWARDS)} or pkg.mod:fn"
+                )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            out.append(
+                f"grpo.reward_weights has {len(self.reward_weights)} weights for {len(self.reward_funcs)} "
+                "reward_funcs"
+            )
+        for item in self.report_to:
+            out += _choice("grpo.report_to", item, REPORTERS)
+        return (
+            out
+            + _choice("grpo.loss_type", self.loss_type, LOSS_TYPES)
+            + _choice("grpo.lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
+        )
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run: a stage of VideoThinker (bias, cdpo) or the GRPO baseline.
+
+    ``bias``: GRPO with beta = 0 on observational questions -> the bias model.
+    ``cdpo``: GRPO on all questions with a KL term to the bias model (``reference``) and beta < 0.
+    ``grpo``: plain GRPO; the KL term (beta >= 0) measures against ``reference`` or, when None, the
+    initial policy.
+    """
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig, metadata={"help": "the policy model"})
+    data: DataConfig = dataclasses.field(default_factory=DataConfig, metadata={"help": "training records"})
+    video: VideoConfig = dataclasses.field(default_factory=VideoConfig, metadata={"help": "frame sampling"})
+    grpo: GRPOConfig = dataclasses.field(
+        default_factory=GRPOConfig, metadata={"help": "objective, optimiser"}
+    )
+    stage: str = _field("grpo", "bias | cdpo | grpo; sets stage_defaults() under the YAML and --set")
+    reference: str | None = _field(
+        None,
+        "local folder of the reference model the KL term measures against (a full model or a LoRA "
+        "adapter). cdpo: the bias model, required. grpo: None = the initial policy (model.path). bias: none",
+    )
+    output_dir: str = _field("outputs/run", "folder of checkpoints, log.jsonl and the resolved config")
+
+    def problems(self) -> list[str]:
+        out = self.model.problems() + self.data.problems() + self.grpo.problems()
+        if self.stage not in STAGES:
+            return out + _choice("stage", self.stage, STAGES)
+        beta, kind = self.grpo.beta, self.data.question_kind
+        if self.stage == "bias":
+            if beta != 0:
+                out.append(f"stage bias trains without a KL term: grpo.beta must be 0, got {beta:g}")
+            if kind != "observational":
+                out.append(
+                    f"stage bias learns the shortcut from observational questions: data.question_kind must be "
+                    f"observational, got {kind}"
+                )
+        elif self.stage == "cdpo":
+            if beta >= 0:
+                out.append(
+                    f"stage cdpo repels the policy from the bias model: grpo.beta must be < 0 (paper: -0.01), got "
+                    f"{beta:g}; for an attracting KL term use stage grpo"
+                )
+            if not self.reference:
+                out.append(
+                    "stage cdpo needs reference: the bias model's folder (the output of stage bias), e.g. "
+                    "--set reference=outputs/bias/final"
+                )
+        elif beta < 0:
+            out.append(
+                f"stage grpo needs grpo.beta >= 0, got {beta:g}; a negative beta repels from the reference: that is "
+                "stage cdpo (with reference = the bias model)"
+            )
+        if beta == 0 and self.reference:
+            out.append(
+                f"reference {self.reference} is given but grpo.beta = 0 loads no reference model; remove it or "
+                "set a non-zero beta"
+            )
+        return out
+
+    def validate(self) -> None:
+        """Raise ValueError listing every problem (field ranges, choices, the stage's rules)."""
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid training config:\n  - " + "\n  - ".join(problems))
+
+
+def stage_defaults(stage: str) -> dict[str, Any]:
+    """Field values a stage sets before the YAML file and ``--set`` (which may still override them;
+    `TrainConfig.validate` then says if the stage's rule is broken)."""
+    defaults = {
+        "bias": {"grpo.beta": 0.0, "data.question_kind": "observational"},
+        "cdpo": {"grpo.beta": -0.01},
+        "grpo": {"grpo.beta": 0.04},
+    }
+    if stage not in defaults:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    return dict(defaults[stage])
+
+
+def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The resolved, validated `TrainConfig`: defaults < stage_defaults(stage) < YAML (a path or a preset
+    name) < ``--set``. The stage is read from ``--set``, else the YAML, else the default."""
+    path = resolve_config_path(config) if config is not None else None
+    stage = parse_set(overrides).get("stage", read_yaml(path).get("stage") if path else None)
+    stage = TrainConfig().stage if stage is None else stage
+    return load_config(TrainConfig, path, overrides, defaults=stage_defaults(stage))
+
+
+def _choice(name: str, value: Any, choices: typing.Iterable[Any]) -> list[str]:
+    choices = tuple(choices)
+    return (
+        [] if value in choices else [f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"]
+    )

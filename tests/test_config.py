@@ -1,0 +1,269 @@
+"""Tests of the typed configuration: YAML + --set precedence, key resolution, coercion, the stage
+rules of TrainConfig.validate, and the shipped presets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from videothinker.config import (
+    DataConfig,
+    GRPOConfig,
+    ModelConfig,
+    TrainConfig,
+    VideoConfig,
+    describe,
+    load_config,
+    load_train_config,
+    preset_names,
+    resolve_config_path,
+    stage_defaults,
+    to_dict,
+)
+
+PATHS = ["model.path=models/m", "data.path=data/train.json"]
+
+
+def _yaml(tmp_path, data, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+# ---------------------------------------------------------------- precedence and keys
+
+
+def test_precedence_defaults_stage_yaml_set(tmp_path):
+    path = _yaml(tmp_path, {"stage": "cdpo", "reference": "bias", "grpo": {"temperature": 0.7, "top_p": 0.9}})
+    config = load_train_config(path, [*PATHS, "temperature=0.5"])
+    assert config.grpo.beta == -0.01  # the stage's default (the YAML sets no beta)
+    assert config.grpo.top_p == 0.9  # the YAML over the dataclass default 1.0
+    assert config.grpo.temperature == 0.5  # --set over the YAML
+    assert config.grpo.learning_rate == GRPOConfig().learning_rate  # untouched default
+
+    path = _yaml(tmp_path, {"stage": "cdpo", "reference": "bias", "beta": -0.05})
+    assert load_train_config(path, PATHS).grpo.beta == -0.05  # YAML over the stage default
+    assert load_train_config(path, [*PATHS, "grpo.beta=-0.02"]).grpo.beta == -0.02  # --set over YAML
+
+
+def test_stage_read_from_set_before_yaml(tmp_path):
+    path = _yaml(tmp_path, {"stage": "grpo"})
+    config = load_train_config(path, [*PATHS, "stage=bias"])
+    assert (config.stage, config.grpo.beta, config.data.question_kind) == ("bias", 0.0, "observational")
+    assert load_train_config(None, PATHS).grpo.beta == stage_defaults(TrainConfig().stage)["grpo.beta"]
+
+
+def test_nested_dotted_and_flat_keys(tmp_path):
+    path = _yaml(
+        tmp_path,
+        {"grpo": {"epsilon": 0.1}, "grpo.epsilon_high": 0.3, "kl_clamp": 5, "video": {"max_frames": 8}},
+    )
+    config = load_train_config(path, [*PATHS, "fps=1.0", "data.template=single"])
+    g = config.grpo
+    assert (g.epsilon, g.epsilon_high, g.kl_clamp) == (0.1, 0.3, 5.0)
+    assert (config.video.max_frames, config.video.fps, config.data.template) == (8, 1.0, "single")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("path=x", r"'path' is ambiguous; write it as one of model.path, data.path"),
+        ("nope=1", "unknown config key 'nope'"),
+        ("grpo.nope=1", "unknown config key 'nope'"),
+        ("grpo=3", "'grpo' is a config section"),
+        ("beta", "--set expects key=value"),
+    ],
+)
+def test_bad_keys_are_errors(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, [*PATHS, override])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    path = _yaml(tmp_path, {"grpo": {"betta": 0.1}})
+    with pytest.raises(ValueError, match=rf"{path.name}: unknown config key 'betta'"):
+        load_train_config(path, PATHS)
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_train_config(_yaml(tmp_path, "- a\n- b\n"), PATHS)
+
+
+# ---------------------------------------------------------------- coercion
+
+
+def test_type_coercion(tmp_path):
+    # YAML 1.1 reads 2e-6 as a string: it must still become a float
+    path = _yaml(tmp_path, "grpo:\n  learning_rate: 2e-6\n  kl_clamp: 4\n")
+    config = load_train_config(
+        path,
+        [
+            *PATHS,
+            "max_steps=1e3",  # a numeric string with an integral value -> int
+            "bf16=false",
+            "reward_funcs=accuracy",  # a scalar for a list -> a one-item list
+            "reward_weights=[1]",  # list items -> float
+            "output_dir=2024",  # an int where a string is wanted -> "2024"
+            "max_prompt_length=null",
+        ],
+    )
+    g = config.grpo
+    assert g.learning_rate == 2e-6 and type(g.learning_rate) is float
+    assert g.kl_clamp == 4.0 and type(g.kl_clamp) is float
+    assert g.max_steps == 1000 and type(g.max_steps) is int
+    assert g.bf16 is False and g.reward_funcs == ["accuracy"] and g.max_prompt_length is None
+    assert g.reward_weights == [1.0] and type(g.reward_weights[0]) is float
+    assert config.output_dir == "2024"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("max_steps=2.5", "'max_steps': expected int"),
+        ("bf16=maybe", "'bf16': expected bool"),
+        ("beta=true", "'beta': expected float"),
+        ("learning_rate=fast", "'learning_rate': expected float"),
+    ],
+)
+def test_bad_values_are_errors(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, [*PATHS, override])
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["stage=bias", "beta=0.01"], "stage bias trains without a KL term: grpo.beta must be 0, got 0.01"),
+        (
+            ["stage=bias", "question_kind=inferential"],
+            "data.question_kind must be observational, got inferential",
+        ),
+        (["stage=bias", "question_kind=null"], "must be observational, got None"),
+        (["stage=bias", "reference=r"], "reference r is given but grpo.beta = 0 loads no reference"),
+        (["stage=cdpo"], "stage cdpo needs reference: the bias model's folder"),
+        (["stage=cdpo", "reference=r", "beta=0.01"], r"grpo.beta must be < 0 \(paper: -0.01\), got 0.01"),
+        (["stage=cdpo", "reference=r", "beta=0"], "grpo.beta must be < 0"),
+        (["stage=grpo", "beta=-0.01"], "stage grpo needs grpo.beta >= 0, got -0.01.*stage cdpo"),
+        (["stage=grpo", "beta=0", "reference=r"], "loads no reference model"),
+        (["stage=debias"], "unknown stage 'debias'; expected one of bias, cdpo, grpo"),
+        (["num_generations=1"], "grpo.num_generations must be >= 2"),
+        (["epsilon=0"], "grpo.epsilon must be > 0, got 0.0"),
+        (["epsilon_high=-0.1"], "grpo.epsilon_high must be > 0"),
+        (["kl_clamp=0"], "grpo.kl_clamp must be > 0"),
+        (["top_p=0"], r"grpo.top_p must be in \(0, 1\]"),
+        (["loss_type=ppo"], "grpo.loss_type must be one of grpo, dapo, dr_grpo"),
+        (["lr_scheduler_type=step"], "grpo.lr_scheduler_type must be one of"),
+        (["reward_funcs=[accuracy, lenght]"], "unknown reward 'lenght'"),
+        (["reward_weights=[1.0]"], "1 weights for 2 reward_funcs"),
+        (["reward_weights=[1, 0.5, 2]"], "3 weights for 2 reward_funcs"),
+        (["report_to=[wandb]"], "grpo.report_to must be one of jsonl, tensorboard"),
+        (["template=fancy"], "data.template must be one of single, multiple, mixed, auto"),
+        (["prompt_truncation=video"], "data.prompt_truncation must be one of error, text"),
+        (["dtype=fp8"], "model.dtype must be one of"),
+        (["warmup_ratio=1.0"], r"grpo.warmup_ratio must be in \[0, 1\)"),
+    ],
+)
+def test_validation_messages(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_train_config(None, [*PATHS, *overrides])
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ValueError) as info:
+        load_train_config(None, ["stage=cdpo", "beta=0.1", "num_generations=1"])
+    text = str(info.value)
+    for part in ("model.path is required", "data.path is required", "needs reference", "beta must be < 0",
+                 "num_generations must be >= 2"):  # fmt: skip
+        assert part in text
+
+
+def test_stage_defaults():
+    assert stage_defaults("bias") == {"grpo.beta": 0.0, "data.question_kind": "observational"}
+    assert stage_defaults("cdpo")["grpo.beta"] < 0 < stage_defaults("grpo")["grpo.beta"]
+    with pytest.raises(ValueError, match="unknown stage 'x'"):
+        stage_defaults("x")
+    # a stage set after loading is still checked
+    assert "stage must be one of bias, cdpo, grpo, got 'x'" in TrainConfig(stage="x").problems()
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_resolve_config_path(tmp_path):
+    preset = resolve_config_path("paper_qwen2_5_vl_3b_cdpo")
+    assert preset.is_file() and preset == resolve_config_path("paper_qwen2_5_vl_3b_cdpo.yaml")
+    own = _yaml(tmp_path, {"stage": "grpo"})
+    assert resolve_config_path(str(own)) == own
+    with pytest.raises(FileNotFoundError, match="presets: .*tiny_cpu"):
+        resolve_config_path("paper_qwen9")
+    with pytest.raises(FileNotFoundError):
+        resolve_config_path(tmp_path / "paper_qwen2_5_vl_3b_cdpo.yaml")  # a folder given: no preset lookup
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_loads_and_validates(name, tmp_path):
+    config = load_train_config(name)
+    assert config.model.path and config.data.path
+    # the resolved config written out (as the trainer logs it) loads back to the same config
+    again = load_train_config(_yaml(tmp_path, to_dict(config)))
+    assert again == config
+
+
+def test_presets_present():
+    expected = {f"paper_qwen2_5_vl_3b_{s}" for s in ("bias", "cdpo", "grpo")} | {"tiny_cpu"}
+    assert expected <= set(preset_names())
+
+
+@pytest.mark.parametrize(("stage", "beta"), [("bias", 0.0), ("cdpo", -0.01), ("grpo", 0.04)])
+def test_paper_presets_carry_the_reference_values(stage, beta):
+    config = load_train_config(f"paper_qwen2_5_vl_3b_{stage}")
+    g = config.grpo
+    assert config.stage == stage and g.beta == beta
+    assert (g.kl_clamp, g.epsilon, g.epsilon_high, g.num_generations, g.temperature) == (
+        11.0,
+        0.2,
+        0.28,
+        8,
+        1.0,
+    )
+    assert (g.learning_rate, g.max_completion_length, g.max_grad_norm, g.max_steps) == (1e-6, 768, 20.0, 500)
+    assert g.loss_type == "grpo" and g.bf16 and config.model.gradient_checkpointing
+    assert (config.video.max_frames, config.video.max_pixels) == (16, 256 * 28 * 28)
+    assert config.data.question_kind == ("observational" if stage == "bias" else None)
+    assert (config.reference is not None) == (stage == "cdpo")
+
+
+@pytest.mark.parametrize(("stage", "beta", "kind"), [("bias", 0.0, "observational"), ("cdpo", -0.01, None)])
+def test_tiny_preset_takes_the_stage_from_the_command_line(stage, beta, kind):
+    extra = ["reference=outputs/tiny/bias/final"] if stage == "cdpo" else []
+    config = load_train_config("tiny_cpu", [f"stage={stage}", *extra])
+    assert (config.grpo.beta, config.data.question_kind) == (beta, kind)
+    assert config.model.dtype == "float32" and not config.grpo.bf16 and config.grpo.num_generations == 4
+
+
+# ---------------------------------------------------------------- API
+
+
+def test_every_field_has_help():
+    for cls in (ModelConfig, DataConfig, GRPOConfig, TrainConfig, VideoConfig):
+        for name, _, help_text in describe(cls):
+            assert help_text, f"{cls.__name__}.{name} has no help text"
+
+
+def test_loss_types_match_the_loss_module():
+    from videothinker.config import LOSS_TYPES
+    from videothinker.rl.losses import LOSS_TYPES as LOSS_MODULE_TYPES
+
+    assert LOSS_TYPES == LOSS_MODULE_TYPES
+
+
+def test_load_config_of_a_plain_section(tmp_path):
+    path = _yaml(tmp_path, {"fps": 1, "max_frames": 8})
+    video = load_config(VideoConfig, path, ["max_frames=4"])
+    assert (video.fps, video.max_frames) == (1.0, 4)
+    assert dataclasses.asdict(video) == to_dict(video)
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(VideoConfig, tmp_path / "missing.yaml")
