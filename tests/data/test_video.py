@@ -171,6 +171,10 @@ def test_start_end_select_the_clip(tmp_path):
     # frames 10..30 (21 frames, 2.1 s): 4.2 -> 4 frames, linspace(0, 20, 4) = 0, 6.67, 13.33, 20
     assert frame_numbers(out.frames) == [10, 17, 23, 30]
     assert out.fps == pytest.approx(4 / 21 * 10)
+    as_text = load_visual(path, "video", VideoConfig(**SMALL), start="1", end="3.0")  # records may hold text
+    assert torch.equal(as_text.frames, out.frames)
+    with pytest.raises(VideoError, match="start must be a finite number"):
+        load_visual(path, "video", VideoConfig(**SMALL), start="soon")
     with pytest.raises(VideoError, match="no frames between"):
         load_visual(path, "video", VideoConfig(**SMALL), start=20.0)
 

@@ -449,6 +449,19 @@ def _resolve(path: str, data_type: str) -> Path:
     return p
 
 
+def _number(value, name: str, path: str) -> float | None:
+    """A record's start / end / fps as a float (records may hold them as text); None stays None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0 <= number < math.inf:
+        raise VideoError(path, f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
 def load_visual(
     path: str,
     data_type: str,
@@ -482,6 +495,7 @@ def load_visual(
     if data_type not in ("video", "frame", "image"):
         raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
     source = _resolve(path, data_type)
+    start, end, fps = _number(start, "start", path), _number(end, "end", path), _number(fps, "fps", path)
     is_image = data_type == "image"
     request = _Request(
         data_type=data_type,
