@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from videothinker.data.prompts import chat_messages
 from videothinker.data.video import SampledVideo
+from videothinker.models.loading import processor_size_factor, processor_temporal_patch_size
 
 if TYPE_CHECKING:
     from transformers import BatchFeature
@@ -82,7 +83,8 @@ def build_inputs(
     kwargs: dict = {"text_kwargs": {"padding": True, "padding_side": padding_side}}
     if videos:
         videos_kwargs = {"do_sample_frames": False, "do_resize": False, "video_metadata": metadata}
-        if "cap_pixels_per_frame" in getattr(processor.video_processor.valid_kwargs, "__annotations__", {}):
+        valid = getattr(getattr(processor, "video_processor", None), "valid_kwargs", None)
+        if "cap_pixels_per_frame" in getattr(valid, "__annotations__", {}):
             # Only consulted when resizing (which is off); set to silence transformers' warning about
             # its coming default change.
             videos_kwargs["cap_pixels_per_frame"] = True
@@ -105,8 +107,8 @@ def _check_frames(processor, visual: SampledVideo) -> None:
     ):
         shape = tuple(frames.shape) if hasattr(frames, "shape") else type(frames).__name__
         raise ValueError(f"{visual.path}: frames must be a uint8 tensor [F, 3, H, W], got {shape}")
-    vision = processor.image_processor if visual.is_image else processor.video_processor
-    factor = vision.patch_size * vision.merge_size
+    factor = processor_size_factor(processor, image=visual.is_image)
+    temporal = processor_temporal_patch_size(processor)
     num_frames, _, height, width = frames.shape
     if height % factor or width % factor:
         raise ValueError(
@@ -116,10 +118,9 @@ def _check_frames(processor, visual: SampledVideo) -> None:
     if visual.is_image:
         if num_frames != 1:
             raise ValueError(f"{visual.path}: an image must have exactly one frame, got {num_frames}")
-    elif num_frames % vision.temporal_patch_size:
+    elif num_frames % temporal:
         raise ValueError(
-            f"{visual.path}: {num_frames} frames is not a multiple of the temporal patch size "
-            f"{vision.temporal_patch_size}"
+            f"{visual.path}: {num_frames} frames is not a multiple of the temporal patch size {temporal}"
         )
     elif visual.fps <= 0:
         raise ValueError(f"{visual.path}: fps must be positive, got {visual.fps}")

@@ -48,7 +48,8 @@ def load_model(
         dtype: ``auto`` (the checkpoint's own), ``bfloat16``, ``float16`` or ``float32``.
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``, ... as transformers takes it.
         trust_remote_code: allow the checkpoint's own Python code to run (off by default).
-        device: move the model there (``cpu``, ``cuda``, ``cuda:1``); None leaves it on CPU.
+        device: load the weights onto it (``cpu``, ``cuda``, ``cuda:1``); None: CPU. Leave it None
+            under DeepSpeed ZeRO-3, which places the weights itself.
 
     Returns:
         The model (an ``AutoModelForImageTextToText`` class) in eval mode.
@@ -71,9 +72,8 @@ def load_model(
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
         local_files_only=True,
+        device_map=device,  # weights land on the device directly, not via a CPU copy
     )
-    if device is not None:
-        model = model.to(device)
     return model.eval()
 
 
@@ -85,17 +85,30 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
 
 
-def processor_size_factor(processor) -> int:
+def _vision_processor(processor, image: bool = False):
+    names = ("image_processor", "video_processor") if image else ("video_processor", "image_processor")
+    for name in names:
+        if getattr(processor, name, None) is not None:
+            return getattr(processor, name)
+    raise ValueError(f"{type(processor).__name__} has no image or video processor")
+
+
+def processor_size_factor(processor, *, image: bool = False) -> int:
     """Pixels per side of one merged vision token (patch_size * merge_size: 28 for Qwen2/2.5-VL, 32
-    for Qwen3-VL); frame heights and widths must be multiples of it."""
-    vision = getattr(processor, "video_processor", None) or processor.image_processor
-    return int(vision.patch_size * vision.merge_size)
+    for Qwen3-VL); frame heights and widths must be multiples of it. ``image`` asks the image
+    processor instead of the video processor (the same for the Qwen families)."""
+    vision = _vision_processor(processor, image)
+    patch_size = getattr(vision, "patch_size", None)
+    if not isinstance(patch_size, int):
+        raise ValueError(
+            f"{type(vision).__name__} has no integer patch_size: cannot derive the pixel grid of its frames"
+        )
+    return patch_size * int(getattr(vision, "merge_size", None) or 1)
 
 
 def processor_temporal_patch_size(processor) -> int:
     """Frames per temporal patch (2 for the Qwen VL families); a video's frame count must be a multiple."""
-    vision = getattr(processor, "video_processor", None) or processor.image_processor
-    return int(getattr(vision, "temporal_patch_size", 1))
+    return int(getattr(_vision_processor(processor), "temporal_patch_size", None) or 1)
 
 
 def family_of(model_or_config) -> str:

@@ -233,6 +233,8 @@ def build_tiny_model(
         )
     dims = TinySizes(**sizes)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; give a folder to write the tiny model to")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"{out_dir} is not empty; choose another output folder or overwrite it")
     lines = builtin_corpus()
@@ -439,6 +441,7 @@ def _model_config(arch: str, dims: TinySizes, tokenizer):
         }
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, dtype="float32", **ids)
     text["head_dim"] = head_dim
+    text["rope_parameters"]["mrope_interleaved"] = True  # as in the real configs (always on in the code)
     vision |= {"patch_size": 16, "num_position_embeddings": 576, "deepstack_visual_indexes": [0]}
     return Qwen3VLConfig(text_config=text, vision_config=vision, dtype="float32", **ids)
 
