@@ -16,13 +16,14 @@ reported accuracy and training reward cannot drift apart:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from videothinker.answers import extract_answer, parse_number
 from videothinker.data.records import MULTIPLE_CHOICE, REGRESSION, Record
 from videothinker.rl.rewards import answer_credit
 
-# 0.50, 0.55, ..., 0.95 (VSI-Bench); computed from integers so that no threshold drifts by 1e-17.
-MRA_THRESHOLDS = tuple(t / 100 for t in range(50, 100, 5))
+# 0.50, 0.55, ..., 0.95 (VSI-Bench), as exact fractions: see `mean_relative_accuracy`.
+MRA_THRESHOLDS = tuple(Fraction(p, 100) for p in range(50, 100, 5))
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,18 @@ def mean_relative_accuracy(predicted: float, gold: float) -> float:
     with relative error |pred - gt| / |gt| < 1 - t. A gold value of 0 has relative error 0 for an
     exact prediction and infinity otherwise.
 
-    >>> mean_relative_accuracy(10.0, 10.0)
-    1.0
+    The comparison is exact (fractions of the given floats), so a case on a boundary follows the
+    definition rather than float rounding: 9.5 against 10 has error exactly 0.05, which is not below
+    1 - 0.95.
+
     >>> mean_relative_accuracy(12.0, 10.0)  # error 0.2 < 1 - t for t in 0.50 .. 0.75: 6 of 10
     0.6
+    >>> mean_relative_accuracy(9.5, 10.0)  # error 0.05 < 1 - t for t in 0.50 .. 0.90: 9 of 10
+    0.9
     """
     if gold == 0:
-        error = 0.0 if predicted == 0 else float("inf")
-    else:
-        error = abs(predicted - gold) / abs(gold)
+        return 1.0 if predicted == 0 else 0.0
+    error = abs(Fraction(predicted) - Fraction(gold)) / abs(Fraction(gold))
     return sum(error < 1 - t for t in MRA_THRESHOLDS) / len(MRA_THRESHOLDS)
 
 
