@@ -1,0 +1,249 @@
+"""Generation of a lab data set in the official CLEVRER layout and schema, and its split by scene.
+
+Per scene: sample the objects and their start (`scene`), simulate the video (`physics`), simulate it
+again once per removed object, build one candidate question per object (`questions`), render and
+write the mp4 (`render`) and the annotation. Then the candidates of all scenes are selected so that
+the observational share matches the request, and the questions file is written.
+
+Layout (flat by default; ``nested=True`` mirrors the official sub-folders of 1000 scenes)::
+
+    DIR/videos/video_00000.mp4            DIR/videos/video_00000-01000/video_00000.mp4
+    DIR/annotations/annotation_00000.json DIR/annotations/annotation_00000-01000/annotation_00000.json
+    DIR/questions.json
+    DIR/lab.json                          (the generation settings and counts)
+
+Each scene draws from its own random generator, seeded by (seed, scene index), so a scene is the same
+whatever the number of scenes or workers, and the same seed gives the same files every time.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from videothinker.lab.physics import Trajectory, simulate
+from videothinker.lab.questions import OBSERVATIONAL, Question, candidate_question, select_questions
+from videothinker.lab.render import View, render_frames
+from videothinker.lab.scene import Scene, WorldConfig, sample_scene
+
+QUESTIONS_FILE = "questions.json"
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """Settings of one generated set (the defaults suit a CPU demo with a tiny vision-language model)."""
+
+    scenes: int = 100
+    observational_ratio: float = 0.74  # the paper's share in CLEVRER's training questions
+    seed: int = 0
+    frames: int = 32
+    fps: int = 8
+    size: tuple[int, int] = (112, 112)  # width, height: multiples of 28 suit Qwen's processors
+    questions_per_scene: int = 3
+    start_index: int = 0
+    nested: bool = False
+    videos: bool = True
+    workers: int = 1
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+    def __post_init__(self):
+        if self.scenes < 1:
+            raise ValueError(f"scenes must be >= 1, got {self.scenes}")
+        if not 0.0 <= self.observational_ratio <= 1.0:
+            raise ValueError(f"observational ratio must be in [0, 1], got {self.observational_ratio}")
+        if self.frames < 2 or self.fps < 1:
+            raise ValueError(f"need frames >= 2 and fps >= 1, got {self.frames} and {self.fps}")
+        width, height = self.size
+        if width < 16 or height < 16 or width % 2 or height % 2:
+            raise ValueError(
+                f"size must be even and at least 16x16 (H.264 needs even sizes), got {width}x{height}"
+            )
+        if self.questions_per_scene < 1:
+            raise ValueError(f"questions per scene must be >= 1, got {self.questions_per_scene}")
+        if self.start_index < 0 or self.workers < 1:
+            raise ValueError("start index must be >= 0 and workers >= 1")
+
+
+@dataclass
+class LabSummary:
+    """What a generation wrote."""
+
+    out: Path
+    scenes: int
+    questions: int
+    observational: int
+
+    @property
+    def inferential(self) -> int:
+        return self.questions - self.observational
+
+    @property
+    def ratio(self) -> float:
+        """The observational share of the questions (0 when there are none)."""
+        return self.observational / self.questions if self.questions else 0.0
+
+
+def media_path(kind: str, index: int, nested: bool) -> str:
+    """Relative path of a scene's video (kind "video") or annotation (kind "annotation")."""
+    folder, suffix = {"video": ("videos", ".mp4"), "annotation": ("annotations", ".json")}[kind]
+    name = f"{kind}_{index:05d}{suffix}"
+    if not nested:
+        return f"{folder}/{name}"
+    low = index // 1000 * 1000
+    return f"{folder}/{kind}_{low:05d}-{low + 1000:05d}/{name}"
+
+
+def _round(values, digits: int = 4) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def annotation_json(scene: Scene, trajectory: Trajectory, config: LabConfig) -> dict:
+    """The official annotation of a scene: object_property, motion_trajectory, collision."""
+    world = config.world
+    z = world.radius  # objects rest on the table: centre height = radius
+    motion = []
+    for frame_id in range(config.frames):
+        objects = []
+        for obj in scene.objects:
+            x, y = trajectory.positions[frame_id, obj.object_id]
+            vx, vy = trajectory.velocities[frame_id, obj.object_id]
+            objects.append(
+                {
+                    "object_id": obj.object_id,
+                    "location": _round([x, y, z]),
+                    "orientation": [0.0, 0.0, 0.0],
+                    "velocity": _round([vx, vy, 0.0]),
+                    "angular_velocity": [0.0, 0.0, 0.0],
+                    "inside_camera_view": bool(max(abs(x), abs(y)) <= world.half_extent),
+                }
+            )
+        motion.append({"frame_id": frame_id, "objects": objects})
+    return {
+        "scene_index": scene.index,
+        "video_filename": f"video_{scene.index:05d}.mp4",
+        "object_property": [o.to_json() for o in scene.objects],
+        "motion_trajectory": motion,
+        "collision": [
+            {"object_ids": list(c.object_ids), "frame_id": c.frame_id, "location": _round([*c.location, z])}
+            for c in trajectory.collisions
+        ],
+    }
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def build_scene(index: int, config: LabConfig, out: Path) -> list[Question]:
+    """Simulate, write the annotation (and the video) of one scene; return its candidate questions."""
+    from videothinker.data.video import write_video
+
+    rng = np.random.default_rng([config.seed, index])
+    world = config.world
+    scene = sample_scene(index, rng, world)
+    ids = [o.object_id for o in scene.objects]
+    run = dict(radius=world.radius, n_frames=config.frames, fps=config.fps)
+    factual = simulate(scene.positions, scene.velocities, ids, **run)
+    pairs = factual.collision_pairs()
+    candidates = []
+    for removed in ids:
+        keep = [i for i in ids if i != removed]
+        counterfactual = simulate(scene.positions[keep], scene.velocities[keep], keep, **run)
+        question = candidate_question(
+            index, scene.objects, removed, pairs, counterfactual.collision_pairs(), rng
+        )
+        if question is not None:
+            candidates.append(question)
+    candidates = [candidates[int(i)] for i in rng.permutation(len(candidates))]
+
+    _write_json(out / media_path("annotation", index, config.nested), annotation_json(scene, factual, config))
+    if config.videos:
+        view = View(config.size[0], config.size[1], world.half_extent)
+        frames = render_frames(scene.objects, factual.positions, view, world.radius)
+        write_video(out / media_path("video", index, config.nested), frames, fps=config.fps)
+    return candidates
+
+
+def _build_scene_job(job: tuple[int, LabConfig, Path]) -> list[Question]:
+    return build_scene(*job)
+
+
+def generate_lab(out: str | Path, config: LabConfig) -> LabSummary:
+    """Generate ``config.scenes`` scenes into ``out`` (see the module docstring for the layout)."""
+    from videothinker.console import progress
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    indices = range(config.start_index, config.start_index + config.scenes)
+    jobs = [(i, config, out) for i in indices]
+    candidates: list[list[Question]] = []
+    with progress() as bar:
+        task = bar.add_task("lab scenes", total=len(jobs), info="")
+        if config.workers > 1:
+            with ProcessPoolExecutor(config.workers) as pool:
+                for result in pool.map(_build_scene_job, jobs, chunksize=8):
+                    candidates.append(result)
+                    bar.advance(task)
+        else:
+            for job in jobs:
+                candidates.append(_build_scene_job(job))
+                bar.advance(task)
+
+    selected = select_questions(candidates, config.observational_ratio, config.questions_per_scene)
+    entries = [
+        {
+            "scene_index": index,
+            "video_filename": f"video_{index:05d}.mp4",
+            "questions": [q.to_json(question_id) for question_id, q in enumerate(questions)],
+        }
+        for index, questions in zip(indices, selected)
+    ]
+    _write_json(out / QUESTIONS_FILE, entries)
+    total = sum(len(s) for s in selected)
+    observational = sum(q.kind == OBSERVATIONAL for s in selected for q in s)
+    summary = LabSummary(out, config.scenes, total, observational)
+    settings = asdict(config)
+    settings.update(questions=total, observational=observational)
+    _write_json(out / "lab.json", settings)
+    return summary
+
+
+def split_by_scene(entries: list[dict], test_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Split the entries of a questions file into train and test by scene (a scene's questions stay
+    together, so no test video is seen in training). Returns (train, test), each in scene order."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    if len(entries) < 2:
+        raise ValueError(f"need at least 2 scenes to split, got {len(entries)}")
+    order = np.random.default_rng(seed).permutation(len(entries))
+    n_test = min(len(entries) - 1, max(1, round(test_fraction * len(entries))))
+    test = set(order[:n_test].tolist())
+    return (
+        [e for i, e in enumerate(entries) if i not in test],
+        [e for i, e in enumerate(entries) if i in test],
+    )
+
+
+def write_split(questions: str | Path, test_fraction: float, seed: int) -> tuple[Path, Path]:
+    """Split a questions file by scene into ``<stem>_train.json`` and ``<stem>_test.json`` beside it."""
+    questions = Path(questions)
+    if not questions.is_file():
+        raise FileNotFoundError(f"questions file not found: {questions}")
+    entries = json.loads(questions.read_text(encoding="utf-8"))
+    if not isinstance(entries, list):
+        raise ValueError(f"{questions}: expected a list of scenes (the official questions schema)")
+    train, test = split_by_scene(entries, test_fraction, seed)
+    paths = (
+        questions.with_name(f"{questions.stem}_train.json"),
+        questions.with_name(f"{questions.stem}_test.json"),
+    )
+    for path, part in zip(paths, (train, test)):
+        _write_json(path, part)
+    return paths

@@ -1,0 +1,246 @@
+"""Counterfactual questions of the lab, phrased as CLEVRER phrases them, and the selection that sets
+the share of observational questions.
+
+A question removes one object X and lists 3 or 4 collisions between the other objects; the correct
+choices are those that happen (or, for "... will not happen ...", do not happen) when the scene is
+simulated again without X. Each choice's pair falls in one of four classes:
+
+- in the video and in the counterfactual (unchanged), in neither (unchanged),
+- in the video only (X started the chain that caused it), in the counterfactual only (X was in the
+  way: without it an object travels on and hits another one).
+
+A question is *observational* when all its choices are unchanged (the video answers it) and
+*inferential* otherwise: the answer rule of `videothinker.data.clevrer`. Every object gives at most one
+candidate question: an inferential one (with a video-only and a counterfactual-only choice when both
+exist) when removing it changes some collision between the others, an observational one otherwise.
+`select_questions` then picks among the candidates of all scenes so that the observational share
+matches the requested ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from videothinker.lab.scene import ObjectSpec
+
+OBSERVATIONAL, INFERENTIAL = "observational", "inferential"
+# Attribute subsets tried for a description, smallest first.
+_SUBSETS = [s for k in (1, 2, 3) for s in combinations(("color", "material", "shape"), k)]
+_QUESTION_TEMPLATES = {
+    False: ("Which of the following will happen if {x} is removed?", "Without {x}, what will happen?"),
+    True: ("Which of the following will not happen if {x} is removed?", "Without {x}, what will not happen?"),
+}
+_CHOICE_TEMPLATES = ("The {a} collides with the {b}", "The {a} and the {b} collide")
+
+
+@dataclass(frozen=True)
+class Description:
+    """A description of one object by some of its attributes: "red metal cube", "cube", "red object"."""
+
+    color: str | None = None
+    material: str | None = None
+    shape: str | None = None
+
+    @property
+    def words(self) -> str:
+        parts = [w for w in (self.color, self.material) if w] + [self.shape or "object"]
+        return " ".join(parts)
+
+    def program(self) -> list[str]:
+        """The CLEVRER program that selects the object: objects, red, filter_color, ..., unique."""
+        out = ["objects"]
+        for name in ("color", "material", "shape"):
+            value = getattr(self, name)
+            if value:
+                out += [value, f"filter_{name}"]
+        return out + ["unique"]
+
+    def matches(self, obj: ObjectSpec) -> bool:
+        return all(getattr(self, n) in (None, getattr(obj, n)) for n in ("color", "material", "shape"))
+
+
+def minimal_description(obj: ObjectSpec, objects: list[ObjectSpec], rng: np.random.Generator) -> Description:
+    """A shortest description that matches ``obj`` and no other object (one of the shortest, at random)."""
+    for size in (1, 2, 3):
+        options = []
+        for subset in (s for s in _SUBSETS if len(s) == size):
+            desc = Description(**{name: getattr(obj, name) for name in subset})
+            if sum(desc.matches(o) for o in objects) == 1:
+                options.append(desc)
+        if options:
+            return options[int(rng.integers(len(options)))]
+    raise ValueError(f"object {obj.object_id} has no unique description: two objects share all attributes")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One listed collision: the pair, its text and program, and whether it is a correct answer."""
+
+    pair: tuple[int, int]
+    text: str
+    program: list[str]
+    correct: bool
+    changed: bool
+
+    def to_json(self, choice_id: int) -> dict:
+        return {
+            "choice_id": choice_id,
+            "choice": self.text,
+            "program": self.program,
+            "answer": "correct" if self.correct else "wrong",
+        }
+
+
+@dataclass(frozen=True)
+class Question:
+    """One counterfactual question about a scene (its id is given when it is written)."""
+
+    scene_index: int
+    removed: int
+    negated: bool
+    text: str
+    program: list[str]
+    choices: list[Choice]
+
+    @property
+    def kind(self) -> str:
+        """Observational when no listed collision changes without the removed object."""
+        return INFERENTIAL if any(c.changed for c in self.choices) else OBSERVATIONAL
+
+    def to_json(self, question_id: int) -> dict:
+        return {
+            "question_id": question_id,
+            "question": self.text,
+            "question_type": "counterfactual",
+            "program": self.program,
+            "choices": [c.to_json(i) for i, c in enumerate(self.choices)],
+        }
+
+
+def _pick_choices(
+    rng: np.random.Generator,
+    pairs: list[frozenset[int]],
+    required: list[frozenset[int]],
+    count: int,
+    correct,
+) -> list[frozenset[int]] | None:
+    """``count`` pairs including ``required``, with at least one correct and one wrong, or None."""
+    chosen = list(required)
+    for want in (True, False):
+        if not any(correct(p) == want for p in chosen):
+            pool = [p for p in pairs if p not in chosen and correct(p) == want]
+            if not pool:
+                return None
+            chosen.append(pool[int(rng.integers(len(pool)))])
+    rest = [p for p in pairs if p not in chosen]
+    extra = rng.permutation(len(rest))[: max(0, count - len(chosen))]
+    chosen += [rest[int(i)] for i in extra]
+    return [chosen[int(i)] for i in rng.permutation(len(chosen))]
+
+
+def candidate_question(
+    scene_index: int,
+    objects: list[ObjectSpec],
+    removed: int,
+    factual: set[frozenset[int]],
+    counterfactual: set[frozenset[int]],
+    rng: np.random.Generator,
+) -> Question | None:
+    """The candidate question that removes object ``removed``, or None when none can be asked.
+
+    Args:
+        factual: pairs that collide in the video.
+        counterfactual: pairs that collide when the scene is simulated without ``removed``.
+    """
+    others = [o.object_id for o in objects if o.object_id != removed]
+    pairs = [frozenset(p) for p in combinations(others, 2)]
+    if len(pairs) < 3:
+        return None
+    count = min(len(pairs), 4 if rng.random() < 0.7 else 3)
+    gone = [p for p in pairs if p in factual and p not in counterfactual]
+    new = [p for p in pairs if p in counterfactual and p not in factual]
+    required = [group[int(rng.integers(len(group)))] for group in (gone, new) if group]
+    participant = any(removed in pair for pair in factual)
+    if participant and not required:
+        return None  # the removed object collides but changes no listable collision: neither kind is clean
+    # Observational candidates may only list unchanged pairs.
+    pool = pairs if required else [p for p in pairs if (p in factual) == (p in counterfactual)]
+    if len(pool) < 3:
+        return None
+    first = bool(rng.random() < 0.5)
+    for negated in (first, not first):
+        chosen = _pick_choices(rng, pool, required, count, lambda p, n=negated: (p in counterfactual) != n)
+        if chosen is not None:
+            break
+    else:
+        return None
+
+    desc = {o.object_id: minimal_description(o, objects, rng) for o in objects}
+    choices = []
+    for pair in chosen:
+        a, b = (int(i) for i in rng.permutation(sorted(pair)))
+        template = _CHOICE_TEMPLATES[int(rng.integers(len(_CHOICE_TEMPLATES)))]
+        program = [
+            "all_events",
+            *desc[a].program(),
+            "filter_collision",
+            *desc[b].program(),
+            "filter_collision",
+            "unique",
+        ]
+        choices.append(
+            Choice(
+                (min(a, b), max(a, b)),
+                template.format(a=desc[a].words, b=desc[b].words),
+                program,
+                correct=(pair in counterfactual) != negated,
+                changed=(pair in factual) != (pair in counterfactual),
+            )
+        )
+    templates = _QUESTION_TEMPLATES[negated]
+    text = templates[int(rng.integers(len(templates)))].format(x="the " + desc[removed].words)
+    program = ["all_events", *desc[removed].program(), "get_counterfact", "belong_to"] + (
+        ["negate"] if negated else []
+    )
+    return Question(scene_index, removed, negated, text, program, choices)
+
+
+def select_questions(candidates: list[list[Question]], ratio: float, per_scene: int) -> list[list[Question]]:
+    """Pick up to ``per_scene`` candidates per scene so that the observational share tracks ``ratio``.
+
+    Greedy over scenes in order: each pick takes the kind that brings the running observational count
+    nearest to ``ratio`` x the running total; when the scene has none of that kind, the other kind is
+    taken only if the count stays within 0.75 questions of the ideal. The count therefore never
+    strays more than one question from ``ratio`` x total, whatever the number of scenes.
+
+    Args:
+        candidates: per scene, its candidate questions in a random order.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"observational ratio must be in [0, 1], got {ratio}")
+    n_obs = n_total = 0
+    selected = []
+    for scene in candidates:
+        pools = {
+            OBSERVATIONAL: [q for q in scene if q.kind == OBSERVATIONAL],
+            INFERENTIAL: [q for q in scene if q.kind == INFERENTIAL],
+        }
+        chosen: list[Question] = []
+        while len(chosen) < per_scene:
+            ideal = ratio * (n_total + 1)
+            want = OBSERVATIONAL if n_obs + 0.5 <= ideal else INFERENTIAL
+            other = INFERENTIAL if want == OBSERVATIONAL else OBSERVATIONAL
+            if pools[want]:
+                kind = want
+            elif pools[other] and abs(n_obs + (other == OBSERVATIONAL) - ideal) <= 0.75:
+                kind = other
+            else:
+                break
+            chosen.append(pools[kind].pop(0))
+            n_obs += kind == OBSERVATIONAL
+            n_total += 1
+        selected.append(chosen)
+    return selected
