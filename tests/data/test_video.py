@@ -4,6 +4,7 @@ write_video (a frame counter encoded as a grey level shows which frames were kep
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -29,6 +30,7 @@ from videothinker.data.video import (
 # 28x56 (rounded area 1568 >= min_pixels 784) and are not upscaled.
 SMALL = {"min_pixels": 28 * 28, "max_pixels": 28 * 28 * 16}
 STEP = 4  # grey level of frame k is STEP * k
+needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV is not installed")
 
 
 def counter_video(path, n: int, fps: float, height: int = 32, width: int = 48):
@@ -142,6 +144,7 @@ def test_smart_resize_invariants(height, width, factor, min_side, spread):
 # ----------------------------------------------------------------------------- videos
 
 
+@needs_av
 def test_ten_second_video_gives_max_frames_evenly_spaced(tmp_path):
     path = counter_video(tmp_path / "ten.mp4", n=50, fps=5)  # 10 s at 5 fps
     out = load_visual(path, "video", VideoConfig(**SMALL))
@@ -152,6 +155,7 @@ def test_ten_second_video_gives_max_frames_evenly_spaced(tmp_path):
     assert not out.is_image and out.path == path
 
 
+@needs_av
 def test_one_second_clip_gives_min_frames(tmp_path):
     path = counter_video(tmp_path / "short.mp4", n=10, fps=10)
     out = load_visual(path, "video", VideoConfig(**SMALL))
@@ -159,12 +163,14 @@ def test_one_second_clip_gives_min_frames(tmp_path):
     assert out.fps == pytest.approx(4.0)  # 4 of 10 frames at 10 fps
 
 
+@needs_av
 def test_single_frame_video_repeats_to_frame_factor(tmp_path):
     path = counter_video(tmp_path / "one.mp4", n=1, fps=10)
     out = load_visual(path, "video", VideoConfig(**SMALL))
     assert out.frames.shape[0] == 2 and torch.equal(out.frames[0], out.frames[1])
 
 
+@needs_av
 def test_start_end_select_the_clip(tmp_path):
     path = counter_video(tmp_path / "clip.mp4", n=50, fps=10)
     out = load_visual(path, "video", VideoConfig(**SMALL), start=1.0, end=3.0)
@@ -179,6 +185,7 @@ def test_start_end_select_the_clip(tmp_path):
         load_visual(path, "video", VideoConfig(**SMALL), start=20.0)
 
 
+@needs_av
 def test_content_is_preserved_and_sizes_follow_the_budget(tmp_path):
     frames = np.zeros((20, 224, 336, 3), np.uint8)
     frames[:, :, :168, 0] = 255  # left half red
@@ -195,6 +202,7 @@ def test_content_is_preserved_and_sizes_follow_the_budget(tmp_path):
     assert right[:, 2].mean() > 230 and right[:, 0].mean() < 30
 
 
+@needs_av
 def test_config_size_factor_overrides_the_argument(tmp_path):
     path = counter_video(tmp_path / "v.mp4", n=10, fps=10, height=64, width=96)
     config = VideoConfig(size_factor=32)
@@ -276,6 +284,7 @@ def count_decodes(monkeypatch):
     return calls
 
 
+@needs_av
 def test_cache_returns_identical_frames_without_decoding_again(tmp_path, count_decodes):
     path = counter_video(tmp_path / "v.mp4", n=20, fps=10)
     config = VideoConfig(**SMALL, cache_dir=str(tmp_path / "cache"))
@@ -292,6 +301,7 @@ def test_cache_returns_identical_frames_without_decoding_again(tmp_path, count_d
     assert len(count_decodes) == 4 and third.frames.shape[0] != first.frames.shape[0]
 
 
+@needs_av
 def test_corrupt_cache_entry_is_decoded_again(tmp_path, count_decodes):
     path = counter_video(tmp_path / "v.mp4", n=20, fps=10)
     config = VideoConfig(**SMALL, cache_dir=str(tmp_path / "cache"))
@@ -304,6 +314,7 @@ def test_corrupt_cache_entry_is_decoded_again(tmp_path, count_decodes):
     assert len(count_decodes) == 2
 
 
+@needs_av
 def test_start_seeks_within_a_stream_of_many_keyframes(tmp_path):
     import av
 
@@ -324,6 +335,7 @@ def test_start_seeks_within_a_stream_of_many_keyframes(tmp_path):
     assert frame_numbers(out.frames) == [41, 47, 53, 59]
 
 
+@needs_av
 def test_only_sampled_frames_are_converted(tmp_path, monkeypatch):
     path = counter_video(tmp_path / "v.mp4", n=50, fps=5)
     converted = []
@@ -335,6 +347,7 @@ def test_only_sampled_frames_are_converted(tmp_path, monkeypatch):
     assert len(converted) == 16  # of 50 decoded frames, only the 16 sampled ones are kept
 
 
+@needs_av
 def test_unwritable_cache_warns_and_still_loads(tmp_path, capsys):
     path = counter_video(tmp_path / "v.mp4", n=10, fps=10)
     (tmp_path / "not_a_folder").write_text("")
