@@ -495,7 +495,7 @@ def load_visual(
     if data_type not in ("video", "frame", "image"):
         raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
     source = _resolve(path, data_type)
-    start, end, fps = _number(start, "start", path), _number(end, "end", path), _number(fps, "fps", path)
+    start, end = _number(start, "start", path), _number(end, "end", path)
     is_image = data_type == "image"
     request = _Request(
         data_type=data_type,
@@ -503,7 +503,7 @@ def load_visual(
         size_factor=config.size_factor or size_factor,
         start=None if is_image else start,
         end=None if is_image else end,
-        native_fps=(fps or config.fps) if data_type == "frame" else None,
+        native_fps=(_number(fps, "fps", path) or config.fps) if data_type == "frame" else None,
     )
     cache_file = _cache_file(config.cache_dir, _cache_key(source, request)) if config.cache_dir else None
     cached = _cache_read(cache_file) if cache_file is not None else None
