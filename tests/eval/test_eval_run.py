@@ -274,3 +274,25 @@ def test_score_rescores_changed_outputs(bench_files, tmp_path):
         main(["score", "--benchmark", *map(str, files), "--predictions", str(out / "predictions.jsonl")]) == 0
     )
     assert json.loads((out / "metrics.json").read_text())["overall"]["accuracy"] == 1.0
+
+
+def test_cli_reports_bad_input_in_one_line(bench_files, tmp_path, capsys):
+    files, root = bench_files
+    model = tmp_path / "model"
+    args = [
+        "eval",
+        "--benchmark",
+        *map(str, files),
+        "--video-root",
+        str(root),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main([*args, "--model", str(model)]) == 1
+    assert "model folder not found" in capsys.readouterr().err
+    model.mkdir()  # not a checkpoint, but the videos are checked first
+    assert main([*args, "--model", str(model), "--video-root", str(tmp_path / "elsewhere")]) == 1
+    err = capsys.readouterr().err
+    assert "9 of 9 records to evaluate have no video" in err and "--skip-missing" in err
+    assert main([*args, "--model", str(model), "--batch-size", "0"]) == 1
+    assert "--batch-size must be at least 1" in capsys.readouterr().err

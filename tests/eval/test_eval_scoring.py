@@ -21,6 +21,7 @@ MC = "multiple choice"
         "<answer>c, a</answer>",
         "A,C",  # untagged
         "C A",
+        "(A), (C)",
     ],
 )
 def test_multi_answer_is_a_set_whatever_the_spacing_and_order(output):

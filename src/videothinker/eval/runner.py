@@ -64,12 +64,11 @@ class EvalSettings:
     video: VideoConfig = field(default_factory=VideoConfig)
 
     def run_identity(self) -> dict[str, Any]:
-        """The settings that make predictions comparable: a rerun into a folder must share them."""
-        return {
-            "model": self.model,
-            "max_new_tokens": self.max_new_tokens,
-            "video": dataclasses.asdict(self.video),
-        }
+        """The settings that make predictions comparable: a rerun into a folder must share them (the
+        frame cache folder changes no prediction, so it is left out)."""
+        video = dataclasses.asdict(self.video)
+        video.pop("cache_dir")
+        return {"model": self.model, "max_new_tokens": self.max_new_tokens, "video": video}
 
 
 @dataclass
