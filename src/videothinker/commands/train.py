@@ -1,0 +1,83 @@
+"""`videothinker train`: one stage of the method (bias-aware training, CDPO) or the GRPO baseline."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a stage: bias (bias model), cdpo (debiased policy) or grpo (baseline)"
+DESCRIPTION = """\
+Train one stage with GRPO-style RL on a video-QA file of the Video-R1 family.
+
+  bias  bias-aware training: GRPO with beta = 0 on the observational questions only
+        (records whose question_kind is observational; a file of only those works too)
+  cdpo  Causal Debiasing Policy Optimization: GRPO on all questions whose KL term is measured
+        against the bias model (--reference) with a negative beta (default -0.01), clamped k3
+  grpo  the baseline: reference = the initial model, beta >= 0 (beta = 0 loads no reference)
+
+Settings come from the defaults, the stage's defaults, --config (a YAML file or a preset name:
+paper_qwen2_5_vl_3b_bias / _cdpo / _grpo, tiny_cpu), then --set key=value (repeatable; TRL names:
+num_generations, max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, ...),
+then the flags below. The resolved config is written to OUT/config.yaml.
+
+Writes OUT/log.jsonl (one line per step), OUT/checkpoint-<step>/ (HF format + trainer state; a run
+in a folder with checkpoints resumes from the newest) and OUT/final/ (the model, in HF format: the
+--reference of the next stage, or the --model of `videothinker eval`).
+
+example (the paper's recipe, Qwen2.5-VL-3B):
+  videothinker train --stage bias --config paper_qwen2_5_vl_3b_bias --model Qwen2.5-VL-3B-Instruct \\
+      --data clevrer_train.json --video-root videos/ --out runs/bias
+  videothinker train --stage cdpo --config paper_qwen2_5_vl_3b_cdpo --model Qwen2.5-VL-3B-Instruct \\
+      --reference runs/bias/final --data clevrer_train.json --video-root videos/ --out runs/cdpo
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stage", choices=("bias", "cdpo", "grpo"), help="the stage (default: the config's, else grpo)"
+    )
+    p.add_argument("--model", metavar="PATH", help="the initial model: a local HF checkpoint folder")
+    p.add_argument("--data", metavar="FILE", help="training records (.json / .jsonl of the Video-R1 family)")
+    p.add_argument("--video-root", metavar="DIR", help="folder the records' video paths are relative to")
+    p.add_argument(
+        "--reference", metavar="PATH", help="reference model of the KL term (cdpo: the bias model)"
+    )
+    p.add_argument("--out", metavar="DIR", help="output folder (logs, checkpoints, final model)")
+    p.add_argument("--config", metavar="FILE", help="YAML config file or preset name")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a setting")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint folder")
+    resume.add_argument(
+        "--no-resume", action="store_true", help="start fresh (error if OUT holds checkpoints)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from videothinker.config import load_train_config, to_dict
+    from videothinker.rl.trainer import train
+
+    flags = {
+        "stage": args.stage,
+        "model.path": args.model,
+        "data.path": args.data,
+        "data.video_root": args.video_root,
+        "reference": args.reference,
+        "output_dir": args.out,
+    }
+    overrides = list(args.set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    config = load_train_config(args.config, overrides)
+    if not config.model.path or not config.data.path:
+        raise ValueError("train needs a model (--model PATH) and data (--data FILE)")
+    _write_config(config, to_dict(config))
+    resume = None if args.no_resume else (args.resume or "auto")
+    train(config, resume=resume)
+    return 0
+
+
+def _write_config(config, resolved: dict) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))

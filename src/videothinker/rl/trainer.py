@@ -1,0 +1,507 @@
+"""The training loop of all three stages: bias-aware training, CDPO and the GRPO baseline.
+
+One step: take B prompts, sample G completions each from a single prefill, score them with the reward
+functions, turn rewards into group-normalised advantages, compute the reference model's log-probs (if
+beta != 0), then the policy's, and take one optimizer step on the clipped surrogate with the signed,
+clamped KL term (rl/losses.py). The stages differ only in data and reference:
+
+- bias: observational questions, beta = 0, no reference model;
+- cdpo: all questions, reference = the bias model, beta < 0 (repels);
+- grpo: all questions, reference = the initial model, beta >= 0 (attracts; beta = 0 loads none).
+
+The reference given is the reference used, in every setting; the first log lines say which it is.
+
+Why not TRL's GRPOTrainer: it has no video input and no way to set the reference model; the loop
+here is short enough to read top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videothinker.config import TrainConfig, to_dict
+from videothinker.console import print0, progress, warn
+from videothinker.data.records import Record
+from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
+from videothinker.rl.losses import group_advantages, policy_loss
+from videothinker.rl.rewards import compute_rewards
+from videothinker.rl.sampler import PromptSampler
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. several non-finite steps in a row)."""
+
+
+@dataclass
+class StepOutput:
+    """What one optimizer step reports."""
+
+    metrics: dict[str, float]
+    skipped: bool
+
+
+def reference_description(config: TrainConfig) -> str:
+    """The sentence the log opens with: which reference model the KL term uses, and the sign of beta."""
+    beta = config.grpo.beta
+    if beta == 0:
+        return f"stage {config.stage}: beta = 0, no KL term, no reference model loaded"
+    role = {"cdpo": "the bias model", "grpo": "the initial model"}.get(config.stage, "the reference")
+    direction = "repels the policy from it (CDPO)" if beta < 0 else "attracts the policy to it"
+    return f"stage {config.stage}: reference model = {config.reference} ({role}); beta = {beta:g} {direction}"
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to ``log.jsonl`` (and mirrors scalars to TensorBoard if asked)."""
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None, enabled: bool = True):
+        self.path, self.enabled, self.tb = path, enabled, None
+        if enabled and tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(tensorboard_dir))
+            except ImportError:
+                warn("report_to includes tensorboard but tensorboard is not installed; logging JSONL only")
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None and "step" in row:
+            for key, value in row.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.tb.add_scalar(key, value, row["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows of steps after ``step`` (a resumed run rewrites them)."""
+        if not self.enabled or not self.path.exists():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+        keep = [line for line in rows if json.loads(line).get("step", -1) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+
+def load_training_records(config: TrainConfig) -> list[Record]:
+    """The stage's records: all of them, or only those of ``data.question_kind``.
+
+    A file with no question_kind labels at all is taken whole for a kind filter (a file of only
+    observational questions serves the bias stage), with a note saying so.
+    """
+    from videothinker.data.records import load_records_report
+
+    data = config.data
+    records, errors = load_records_report(data.path, data.video_root, skip_invalid=data.skip_invalid)
+    if errors:
+        warn(f"skipped {len(errors)} invalid records of {data.path} (first: {errors[0]})")
+    kind = data.question_kind
+    if kind is not None:
+        if not any(r.question_kind is not None for r in records):
+            print0(
+                f"{data.path} carries no question_kind labels: all {len(records)} records are taken as {kind}"
+            )
+        else:
+            records = [r for r in records if r.question_kind == kind]
+    if not records:
+        raise ValueError(f"no training records in {data.path}" + (f" of kind {kind}" if kind else ""))
+    return records
+
+
+def _visual_module(model) -> torch.nn.Module | None:
+    inner = getattr(model, "model", model)
+    return getattr(inner, "visual", None) or getattr(model, "visual", None)
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], num_processes: int) -> None:
+    """Average gradients over processes (the loop calls submodules directly, so no DDP wrapper)."""
+    if num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= num_processes
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch of B prompts with their G completions each, scored."""
+
+    rollout: Any  # videothinker.rl.rollout.Rollout
+    records: list[Record]
+    advantages: torch.Tensor  # [B*G]
+    rewards: dict[str, list[float]]  # reward name -> [B*G]
+    total_reward: torch.Tensor  # [B*G]
+
+
+class Trainer:
+    """GRPO / bias-aware training / CDPO on one or many processes (launched by accelerate or torchrun).
+
+    Args:
+        config: the resolved training config (`TrainConfig`).
+        resume: "auto" (continue from the newest checkpoint in the output folder, if any), a checkpoint
+            path, or None (start fresh; an output folder holding checkpoints is then an error).
+    """
+
+    def __init__(self, config: TrainConfig, resume: str | None = "auto"):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import get_scheduler
+
+        from videothinker.models.loading import eos_token_ids, load_model, load_processor
+
+        self.config = cfg = config
+        g = cfg.grpo
+        self.accelerator = Accelerator(mixed_precision="bf16" if g.bf16 else "no")
+        self.device = self.accelerator.device
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        set_seed(g.seed)
+        is_main = self.accelerator.is_main_process
+        tb_dir = self.out / "tensorboard" if "tensorboard" in (g.report_to or []) else None
+        self.logger = JsonlLogger(self.out / "log.jsonl", tb_dir, enabled=is_main)
+
+        checkpoint = self._checkpoint_to_resume(resume)
+        print0(reference_description(cfg))
+        self.records = load_training_records(cfg)
+        self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
+        m = cfg.model
+        self.processor = load_processor(m.path)
+        self.policy = load_model(
+            checkpoint or m.path,
+            dtype=m.dtype,
+            attn_implementation=m.attn_implementation,
+            trust_remote_code=m.trust_remote_code,
+            device=self.device,
+        )
+        if m.freeze_vision and (visual := _visual_module(self.policy)) is not None:
+            visual.requires_grad_(False)
+        if m.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.reference = None
+        if g.beta != 0:
+            ref_path = cfg.reference or m.path
+            self.reference = load_model(
+                ref_path,
+                dtype="bfloat16" if g.bf16 else m.dtype,
+                attn_implementation=m.attn_implementation,
+                trust_remote_code=m.trust_remote_code,
+                device=self.device,
+            )
+            self.reference.eval().requires_grad_(False)
+        self.eos_ids = eos_token_ids(self.policy, self.processor)
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2), weight_decay=g.weight_decay
+        )
+        self.scheduler = get_scheduler(
+            g.lr_scheduler_type,
+            self.optimizer,
+            num_warmup_steps=math.ceil(g.warmup_ratio * g.max_steps),
+            num_training_steps=g.max_steps,
+        )
+        self.state = TrainerState(step=0, sampler=self.sampler.state_dict())
+        if checkpoint is not None:
+            self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler)
+            self.sampler.load_state_dict(self.state.sampler)
+            self.logger.truncate_after(self.state.step)
+            print0(f"resumed from {checkpoint} at step {self.state.step}")
+        else:
+            self.logger.log(
+                {"event": "start", "reference": reference_description(cfg), "config": to_dict(cfg)}
+            )
+
+    def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
+        existing = list_checkpoints(self.out)
+        if resume == "auto":
+            return existing[-1] if existing else None
+        if resume is None:
+            if existing:
+                raise ValueError(
+                    f"{self.out} already holds checkpoints ({existing[-1].name}); resume (the default) or choose "
+                    "another output folder"
+                )
+            return None
+        path = Path(resume)
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint to resume not found: {path}")
+        return path
+
+    # ----------------------------------------------------------------------------------------- data
+    def _prompt_inputs(self, records: list[Record]):
+        """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation)."""
+        from videothinker.data.prompts import train_prompt
+        from videothinker.data.video import load_visual
+        from videothinker.models.inputs import build_inputs
+        from videothinker.models.loading import processor_size_factor
+
+        cfg = self.config
+        size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
+        visuals = [
+            None
+            if r.video is None
+            else load_visual(
+                r.video,
+                r.data_type,
+                cfg.video,
+                size_factor,
+                start=r.extra.get("start"),
+                end=r.extra.get("end"),
+                fps=r.extra.get("fps"),
+            )
+            for r in records
+        ]
+        prompts = [train_prompt(r, cfg.data.template) for r in records]
+        inputs = build_inputs(self.processor, prompts, visuals)
+        limit = cfg.grpo.max_prompt_length
+        if limit is not None:
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()
+            if any(n > limit for n in lengths):
+                prompts = [
+                    self._fit_prompt(r, p, v, n, limit) if n > limit else p
+                    for r, p, v, n in zip(records, prompts, visuals, lengths)
+                ]
+                inputs = build_inputs(self.processor, prompts, visuals)
+        return inputs
+
+    def _fit_prompt(self, record: Record, prompt: str, visual, length: int, limit: int) -> str:
+        """Cut a too-long prompt on the text side only (the question's words), never through video
+        tokens; or raise, as data.prompt_truncation says."""
+        from dataclasses import replace
+
+        from videothinker.data.prompts import train_prompt
+        from videothinker.models.inputs import build_inputs
+
+        where = f"{record.source}, record {record.index}"
+        if self.config.data.prompt_truncation != "text":
+            raise ValueError(
+                f"{where}: the prompt has {length} tokens, over max_prompt_length = {limit}; raise "
+                "max_prompt_length, sample fewer or smaller frames (video.max_frames, video.max_pixels), or set "
+                "data.prompt_truncation=text to cut the question text"
+            )
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        words = tokenizer(record.problem, add_special_tokens=False)["input_ids"]
+        keep = len(words)
+        while length > limit:
+            keep -= length - limit
+            if keep <= 0:
+                raise ValueError(
+                    f"{where}: the prompt is over max_prompt_length = {limit} even without its question text "
+                    "(the video alone is too long); sample fewer or smaller frames"
+                )
+            shorter = replace(record, problem=tokenizer.decode(words[:keep]))
+            prompt = train_prompt(shorter, self.config.data.template)
+            length = int(build_inputs(self.processor, [prompt], [visual])["attention_mask"].sum())
+        warn(f"{where}: question text cut to {keep} tokens to fit max_prompt_length = {limit}")
+        return prompt
+
+    def _micro_batch(self) -> MicroBatch:
+        """Sample B prompts, G completions each from one prefill, and score them."""
+        from videothinker.rl.rollout import generate_rollout
+
+        g = self.config.grpo
+        acc = self.accelerator
+        # Every process draws the same global batch and keeps its own slice, so groups stay whole.
+        indices = self.sampler.take(g.per_device_train_batch_size * acc.num_processes)
+        records = [self.records[i] for i in indices[acc.process_index :: acc.num_processes]]
+        inputs = self._prompt_inputs(records).to(self.device)
+        self.policy.eval()
+        with torch.no_grad(), acc.autocast():
+            rollout = generate_rollout(
+                self.policy,
+                inputs,
+                g.num_generations,
+                max_completion_length=g.max_completion_length,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                eos_token_ids=self.eos_ids,
+                pad_token_id=self.pad_id,
+            )
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        lengths = rollout.completion_mask.sum(dim=1).tolist()
+        completions = [
+            tokenizer.decode(ids[: int(n)], skip_special_tokens=True)
+            for ids, n in zip(rollout.completion_ids.tolist(), lengths)
+        ]
+        G = g.num_generations
+        repeat = [r for r in records for _ in range(G)]
+        rewards = compute_rewards(
+            g.reward_funcs,
+            completions,
+            [r.solution for r in repeat],
+            problem_type=[r.problem_type for r in repeat],
+            question_kind=[r.question_kind for r in repeat],
+        )
+        weights = g.reward_weights or [1.0] * len(g.reward_funcs)
+        total = sum(w * torch.tensor(rewards[name]) for w, name in zip(weights, g.reward_funcs))
+        advantages = group_advantages(total, G, scale_rewards=g.scale_rewards)
+        if g.num_iterations > 1:  # the ratio's denominator: the sampling policy, frozen for the iterations
+            rollout.old_logprobs = self._logprobs(self.policy, rollout, grad=False)
+        if self.reference is not None:
+            rollout.ref_logprobs = self._logprobs(self.reference, rollout, grad=False)
+        return MicroBatch(rollout, records, advantages.to(self.device), rewards, total)
+
+    def _logprobs(self, model, rollout, grad: bool) -> torch.Tensor:
+        from videothinker.rl.logprobs import rollout_logprobs
+
+        with self.accelerator.autocast():
+            return rollout_logprobs(model, rollout, temperature=self.config.grpo.temperature, grad=grad)
+
+    # ----------------------------------------------------------------------------------------- step
+    def _optimizer_step(self, batches: list[MicroBatch]) -> StepOutput:
+        """One optimizer step over the micro-batches (gradient accumulation), with the non-finite guard."""
+        g = self.config.grpo
+        self.policy.train()
+        sums: dict[str, float] = {}
+        finite = True
+        for mb in batches:
+            r = mb.rollout
+            logprobs = self._logprobs(self.policy, r, grad=True)
+            old = r.old_logprobs if r.old_logprobs is not None else logprobs.detach()
+            loss, metrics = policy_loss(
+                logprobs,
+                old,
+                mb.advantages,
+                r.completion_mask,
+                ref_logprobs=r.ref_logprobs,
+                beta=g.beta,
+                epsilon_low=g.epsilon,
+                epsilon_high=g.epsilon_high,
+                kl_clamp=g.kl_clamp,
+                loss_type=g.loss_type,
+                max_completion_length=g.max_completion_length,
+            )
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            self.accelerator.backward(loss / len(batches))
+            for key, value in {"loss": loss, **metrics}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
+        grad_norm = float("nan")
+        if finite:
+            _all_reduce_grads(self.params, self.accelerator.num_processes)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, g.max_grad_norm))
+            finite = math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.state.nonfinite_in_a_row = 0
+        else:
+            self.state.nonfinite_in_a_row += 1
+            warn(
+                f"step {self.state.step + 1}: non-finite {'loss' if not sums else 'gradient'}; step skipped "
+                f"({self.state.nonfinite_in_a_row} in a row)"
+            )
+            if self.state.nonfinite_in_a_row >= g.max_nonfinite_steps:
+                raise TrainingError(
+                    f"{self.state.nonfinite_in_a_row} non-finite steps in a row: stopping. Lower the learning rate, "
+                    "check the data, or (CDPO) make beta smaller in magnitude or kl_clamp smaller"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        sums["grad_norm"] = grad_norm
+        return StepOutput(sums, skipped=not finite)
+
+    def _rollout_metrics(self, batches: list[MicroBatch]) -> dict[str, float]:
+        """Reward per function and per question_kind, completion length, over the step's completions."""
+        g = self.config.grpo
+        out: dict[str, float] = {}
+        total = torch.cat([mb.total_reward for mb in batches])
+        out["reward"] = float(total.mean())
+        out["reward_std"] = float(total.std()) if total.numel() > 1 else 0.0
+        for name in g.reward_funcs:
+            out[f"reward/{name}"] = float(sum(sum(mb.rewards[name]) for mb in batches) / total.numel())
+        kinds = [r.question_kind for mb in batches for r in mb.records for _ in range(g.num_generations)]
+        accuracy = [v for mb in batches for v in mb.rewards.get("accuracy", [])]
+        for kind in sorted({k for k in kinds if k is not None}):
+            mask = torch.tensor([k == kind for k in kinds])
+            out[f"reward/{kind}"] = float(total[mask].mean())
+            if accuracy:
+                out[f"accuracy/{kind}"] = float(torch.tensor(accuracy)[mask].mean())
+        lengths = torch.cat([mb.rollout.completion_mask.sum(dim=1).float().cpu() for mb in batches])
+        out["completion_length"] = float(lengths.mean())
+        out["completion_tokens"] = float(lengths.sum())
+        return out
+
+    # ----------------------------------------------------------------------------------------- loop
+    def train(self) -> Path:
+        """Run to max_steps (from where a resumed run stopped); return the final model's folder."""
+        g = self.config.grpo
+        acc_steps = g.gradient_accumulation_steps
+        with progress() as bar:
+            task = bar.add_task(f"{self.config.stage}", total=g.max_steps, completed=self.state.step, info="")
+            batches: list[MicroBatch] = []
+            while self.state.step < g.max_steps:
+                started = time.perf_counter()
+                if self.state.step % g.num_iterations == 0 or not batches:
+                    batches = [self._micro_batch() for _ in range(acc_steps)]
+                    self.state.sampler = self.sampler.state_dict()
+                result = self._optimizer_step(batches)
+                self.state.step += 1
+                step_time = time.perf_counter() - started
+                row = {"step": self.state.step, **result.metrics, **self._rollout_metrics(batches)}
+                row.update(
+                    lr=self.scheduler.get_last_lr()[0],
+                    step_time=step_time,
+                    skipped=result.skipped,
+                    tokens_per_s=row["completion_tokens"] / step_time,
+                    epoch=self.sampler.epoch,
+                )
+                if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
+                    self.logger.log(row)
+                bar.update(
+                    task,
+                    completed=self.state.step,
+                    info=f"loss {row['loss']:.4f} reward {row['reward']:.3f}" if "loss" in row else "skipped",
+                )
+                if self.state.step % g.save_steps == 0 or self.state.step == g.max_steps:
+                    self.save()
+        return self.save_final()
+
+    def save(self) -> Path | None:
+        if not self.accelerator.is_main_process:
+            return None
+        self.state.sampler = self.sampler.state_dict()
+        return save_checkpoint(
+            self.out,
+            model=self.accelerator.unwrap_model(self.policy),
+            processor=self.processor,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=self.state,
+            keep_last=self.config.grpo.save_total_limit,
+        )
+
+    def save_final(self) -> Path:
+        """The trained model in HF format at OUTPUT/final (what `eval --model` and `--reference` take)."""
+        import shutil
+
+        final, tmp = self.out / "final", self.out / ".final.tmp"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.accelerator.unwrap_model(self.policy).save_pretrained(tmp, safe_serialization=True)
+            self.processor.save_pretrained(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            print0(f"final model: {final}")
+        self.accelerator.wait_for_everyone()
+        return final
+
+
+def train(config: TrainConfig, resume: str | None = "auto") -> Path:
+    """Train one stage as the config says; return the folder of the final model."""
+    return Trainer(config, resume=resume).train()
