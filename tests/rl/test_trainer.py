@@ -213,3 +213,53 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     assert main(args) == 0  # and the run resumes from it to the end
     assert [r["step"] for r in _rows(out)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("stage", "beta", "grows"), [("cdpo", -0.01, True), ("grpo", 0.04, False)])
+def test_one_step_moves_the_kl_the_way_beta_says(
+    tiny_qwen2_5_vl_dir, lab_records, tmp_path, stage, beta, grows
+):
+    """With rewards that are all 0 (an untrained model's accuracy), advantages vanish and the KL term
+    alone drives the step: CDPO (beta < 0) raises the KL to the bias model, GRPO (beta > 0) lowers it."""
+    from videothinker.config import load_train_config
+    from videothinker.rl.losses import k3_kl
+    from videothinker.rl.trainer import Trainer
+
+    # A "bias model" that differs from the policy: the tiny model after two bias-stage steps.
+    bias = tmp_path / "bias"
+    args = [
+        "--model",
+        str(tiny_qwen2_5_vl_dir),
+        "--data",
+        str(lab_records),
+        *COMMON,
+        "--set",
+        "grpo.max_steps=2",
+    ]
+    assert main(["train", "--stage", "bias", "--out", str(bias), *args]) == 0
+    overrides = [
+        *(a for a in COMMON[2:] if a != "--set"),
+        "grpo.reward_funcs=[accuracy]",
+        f"grpo.beta={beta}",
+        f"stage={stage}",
+        f"model.path={tiny_qwen2_5_vl_dir}",
+        f"data.path={lab_records}",
+        f"reference={bias / 'final'}",
+        f"output_dir={tmp_path / stage}",
+    ]
+    trainer = Trainer(load_train_config("tiny_cpu", overrides), resume=None)
+    batch = trainer._micro_batch()
+    assert torch.all(batch.advantages == 0)
+    r = batch.rollout
+
+    def kl() -> float:
+        logprobs = trainer._logprobs(trainer.policy, r, grad=False)
+        per_token = k3_kl(logprobs, r.ref_logprobs, trainer.config.grpo.kl_clamp)
+        return float((per_token * r.completion_mask).sum() / r.completion_mask.sum())
+
+    before = kl()
+    assert before > 0
+    result = trainer._optimizer_step([batch])
+    assert not result.skipped
+    after = kl()
+    assert (after > before) if grows else (after < before), (before, after)
