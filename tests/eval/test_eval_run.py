@@ -140,6 +140,11 @@ def test_missing_videos_stop_before_the_model_loads(bench_files, tmp_path):
     ):
         evaluate(benchmarks, tmp_path / "run", EvalSettings(model="m", video=VIDEO), _never)
     assert not (tmp_path / "run" / "predictions.jsonl").exists()
+    # The aborted run left no predictions, so the folder takes other settings (another model) too.
+    settings = EvalSettings(model="other", video=VIDEO, skip_missing=True)
+    metrics = evaluate(benchmarks, tmp_path / "run", settings, FakeGenerator)
+    assert metrics["counts"]["skipped"] == 7
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["model"] == str(Path("other").resolve())
 
 
 def test_skip_missing_scores_the_rest_and_lists_the_skipped(bench_files, tmp_path):

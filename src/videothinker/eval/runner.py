@@ -45,7 +45,8 @@ class EvalSettings:
     """Settings of one evaluation run (the `videothinker eval` options).
 
     Attributes:
-        model: checkpoint path; recorded in run.json, and a rerun into the same folder must match it.
+        model: checkpoint folder; recorded in run.json (resolved), and a rerun into the same folder
+            must name the same one.
         batch_size: records per generate call.
         max_new_tokens: completion length limit (the reference evaluation allows 1024).
         limit: evaluate only the first N records of each benchmark (None: all).
@@ -68,7 +69,11 @@ class EvalSettings:
         frame cache folder changes no prediction, so it is left out)."""
         video = dataclasses.asdict(self.video)
         video.pop("cache_dir")
-        return {"model": self.model, "max_new_tokens": self.max_new_tokens, "video": video}
+        return {
+            "model": str(Path(self.model).resolve()),
+            "max_new_tokens": self.max_new_tokens,
+            "video": video,
+        }
 
 
 @dataclass
@@ -97,11 +102,12 @@ def media_exists(path: str, data_type: str) -> bool:
     return p.exists() or (data_type == "frame" and p.with_suffix("").is_dir())
 
 
-def check_run_folder(out_dir: Path, settings: EvalSettings) -> None:
-    """Record the run's settings in run.json, or check that an existing run used the same ones."""
+def check_run_folder(out_dir: Path, settings: EvalSettings, has_predictions: bool) -> None:
+    """Record the run's settings in run.json; where the folder already holds predictions, first check
+    that they were made with the same settings."""
     identity = settings.run_identity()
     path = out_dir / RUN_FILE
-    if path.is_file():
+    if has_predictions and path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in identity if previous.get(k) != identity[k])
         if changed:
@@ -109,7 +115,6 @@ def check_run_folder(out_dir: Path, settings: EvalSettings) -> None:
                 f"{out_dir} holds predictions made with other settings ({', '.join(changed)} differ from "
                 f"{path}); evaluate into another --out folder, or delete it to start over"
             )
-        return
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
 
@@ -182,8 +187,8 @@ def evaluate(
         ValueError: videos missing (without ``skip_missing``), or ``out_dir`` holds a run with other settings.
     """
     out_dir = Path(out_dir)
-    check_run_folder(out_dir, settings)
     store = PredictionStore(out_dir / PREDICTIONS_FILE)
+    check_run_folder(out_dir, settings, has_predictions=bool(store.latest))
     pending = _pending(benchmarks, store, settings)
     considered = sum(len(bench.records[: settings.limit]) for bench in benchmarks)
     items = _drop_missing(pending, store, settings.skip_missing)
@@ -191,7 +196,7 @@ def evaluate(
         print0(f"evaluating {len(items)} of {considered} records ({considered - len(pending)} done earlier)")
         _generate_all(items, store, settings, make_generator())
     else:
-        print0(f"nothing to evaluate: every record has a prediction in {store.path}")
+        print0(f"nothing left to evaluate (predictions in {store.path})")
     metrics = compute_metrics(benchmarks, store.latest)
     write_metrics(metrics, out_dir)
     return metrics
