@@ -127,14 +127,16 @@ def _pick_choices(
     count: int,
     correct,
 ) -> list[frozenset[int]] | None:
-    """``count`` pairs including ``required``, with at least one correct and one wrong, or None."""
+    """``count`` pairs including ``required``, with at least one correct and, where there is one, one
+    wrong; None when no pair is correct."""
     chosen = list(required)
     for want in (True, False):
         if not any(correct(p) == want for p in chosen):
             pool = [p for p in pairs if p not in chosen and correct(p) == want]
-            if not pool:
+            if pool:
+                chosen.append(pool[int(rng.integers(len(pool)))])
+            elif want:
                 return None
-            chosen.append(pool[int(rng.integers(len(pool)))])
     rest = [p for p in pairs if p not in chosen]
     extra = rng.permutation(len(rest))[: max(0, count - len(chosen))]
     chosen += [rest[int(i)] for i in extra]

@@ -29,7 +29,7 @@ HIGHLIGHT = (255, 255, 255)
 RIM = (215, 215, 215)
 # Geometry of the sprites, as fractions of the radius.
 CUBE_HALF_SIDE = 0.88
-RING = (0.48, 0.72)  # inner and outer radius of the cylinder's dark ring
+RING = (0.4, 0.76)  # inner and outer radius of the cylinder's dark ring
 HIGHLIGHT_RADIUS = 0.24
 HIGHLIGHT_OFFSET = 0.3
 
