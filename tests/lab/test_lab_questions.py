@@ -106,9 +106,13 @@ def test_bystander_removal_is_observational_and_answered_by_the_video():
     assert candidate_question(7, OBJECTS, 2, factual, _pairs((0, 1)), np.random.default_rng(0)) is None
 
 
-def _fake(kind: str) -> Question:
-    choice = Choice((0, 1), "The cube and the sphere collide", [], correct=True, changed=kind == INFERENTIAL)
-    return Question(0, 0, False, "", [], [choice])
+def _fake(kind: str, all_correct: bool = False) -> Question:
+    changed = kind == INFERENTIAL
+    choices = [
+        Choice((0, 1), "The cube and the sphere collide", [], correct=True, changed=changed),
+        Choice((1, 2), "The sphere and the cylinder collide", [], correct=all_correct, changed=False),
+    ]
+    return Question(0, 0, False, "", [], choices)
 
 
 @settings(max_examples=60, deadline=None)
@@ -134,3 +138,11 @@ def test_selection_fills_scenes_when_both_kinds_are_plentiful():
     assert sum(len(s) for s in selected) == 200 and observational == 148
     with pytest.raises(ValueError):
         select_questions(candidates, 1.5, 2)
+
+
+def test_selection_caps_questions_whose_every_choice_is_correct():
+    # Half the candidates are all-correct and come first: at most 10% of the picks may be.
+    candidates = [[_fake(OBSERVATIONAL, all_correct=True), _fake(OBSERVATIONAL)] * 2 for _ in range(100)]
+    selected = [q for s in select_questions(candidates, 1.0, 2) for q in s]
+    assert len(selected) == 200
+    assert sum(q.all_correct for q in selected) == 20

@@ -11,10 +11,19 @@ simulated again without X. Each choice's pair falls in one of four classes:
 
 A question is *observational* when all its choices are unchanged (the video answers it) and
 *inferential* otherwise: the answer rule of `videothinker.data.clevrer`. Every object gives at most one
-candidate question: an inferential one (with a video-only and a counterfactual-only choice when both
-exist) when removing it changes some collision between the others, an observational one otherwise.
-`select_questions` then picks among the candidates of all scenes so that the observational share
-matches the requested ratio.
+candidate question:
+
+- removing it changes some collision between the others: an inferential question listing a
+  video-only and a counterfactual-only choice when both exist;
+- it takes part in no collision: an observational question;
+- it collides, but its removal changes no collision between the others (it ends a chain): none, so
+  that in the lab "observational" means the same under both rules of the converter (the removed
+  object takes part in no collision, and the video answers the question).
+
+Each question has at least one correct and one wrong choice, except an inferential one whose removal
+cancels every collision ("what will not happen?": all of them); `select_questions` keeps those under
+10% of the questions while it picks among the candidates of all scenes so that the observational
+share matches the requested ratio.
 """
 
 from __future__ import annotations
@@ -106,6 +115,10 @@ class Question:
     choices: list[Choice]
 
     @property
+    def all_correct(self) -> bool:
+        return all(c.correct for c in self.choices)
+
+    @property
     def kind(self) -> str:
         """Observational when no listed collision changes without the removed object."""
         return INFERENTIAL if any(c.changed for c in self.choices) else OBSERVATIONAL
@@ -127,15 +140,18 @@ def _pick_choices(
     count: int,
     correct,
 ) -> list[frozenset[int]] | None:
-    """``count`` pairs including ``required``, with at least one correct and, where there is one, one
-    wrong; None when no pair is correct."""
+    """``count`` pairs including ``required``, with at least one correct and one wrong pair, or None.
+
+    With ``required`` pairs (an inferential question) and no wrong pair at all, every choice may be
+    correct: "what will not happen if the striker is removed?" when it cancels every collision.
+    """
     chosen = list(required)
     for want in (True, False):
         if not any(correct(p) == want for p in chosen):
             pool = [p for p in pairs if p not in chosen and correct(p) == want]
             if pool:
                 chosen.append(pool[int(rng.integers(len(pool)))])
-            elif want:
+            elif want or not required:
                 return None
     rest = [p for p in pairs if p not in chosen]
     extra = rng.permutation(len(rest))[: max(0, count - len(chosen))]
@@ -210,39 +226,49 @@ def candidate_question(
     return Question(scene_index, removed, negated, text, program, choices)
 
 
-def select_questions(candidates: list[list[Question]], ratio: float, per_scene: int) -> list[list[Question]]:
+def _take(pool: list[Question], all_correct_ok: bool) -> Question | None:
+    """Remove and return the first question of ``pool`` that may be taken now, or None."""
+    for i, question in enumerate(pool):
+        if all_correct_ok or not question.all_correct:
+            return pool.pop(i)
+    return None
+
+
+def select_questions(
+    candidates: list[list[Question]], ratio: float, per_scene: int, max_all_correct: float = 0.1
+) -> list[list[Question]]:
     """Pick up to ``per_scene`` candidates per scene so that the observational share tracks ``ratio``.
 
     Greedy over scenes in order: each pick takes the kind that brings the running observational count
     nearest to ``ratio`` x the running total; when the scene has none of that kind, the other kind is
     taken only if the count stays within 0.75 questions of the ideal. The count therefore never
-    strays more than one question from ``ratio`` x total, whatever the number of scenes.
+    strays more than one question from ``ratio`` x total, whatever the number of scenes. Questions
+    whose every choice is correct are taken only while they stay within ``max_all_correct`` of the
+    total, so that answering "every option" rarely pays.
 
     Args:
         candidates: per scene, its candidate questions in a random order.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"observational ratio must be in [0, 1], got {ratio}")
-    n_obs = n_total = 0
+    n_obs = n_total = n_all_correct = 0
     selected = []
     for scene in candidates:
-        pools = {
-            OBSERVATIONAL: [q for q in scene if q.kind == OBSERVATIONAL],
-            INFERENTIAL: [q for q in scene if q.kind == INFERENTIAL],
-        }
+        pools = {kind: [q for q in scene if q.kind == kind] for kind in (OBSERVATIONAL, INFERENTIAL)}
         chosen: list[Question] = []
         while len(chosen) < per_scene:
             ideal = ratio * (n_total + 1)
             want = OBSERVATIONAL if n_obs + 0.5 <= ideal else INFERENTIAL
             other = INFERENTIAL if want == OBSERVATIONAL else OBSERVATIONAL
-            if pools[want]:
-                kind = want
-            elif pools[other] and abs(n_obs + (other == OBSERVATIONAL) - ideal) <= 0.75:
-                kind = other
-            else:
+            all_correct_ok = n_all_correct + 1 <= max_all_correct * (n_total + 1)
+            question = _take(pools[want], all_correct_ok)
+            if question is None and abs(n_obs + (other == OBSERVATIONAL) - ideal) <= 0.75:
+                question = _take(pools[other], all_correct_ok)
+            if question is None:
                 break
-            chosen.append(pools[kind].pop(0))
-            n_obs += kind == OBSERVATIONAL
+            chosen.append(question)
+            n_obs += question.kind == OBSERVATIONAL
+            n_all_correct += question.all_correct
             n_total += 1
         selected.append(chosen)
     return selected
