@@ -207,7 +207,11 @@ class Trainer:
 
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2), weight_decay=g.weight_decay
+            self.params,
+            lr=g.learning_rate,
+            betas=(g.adam_beta1, g.adam_beta2),
+            weight_decay=g.weight_decay,
+            fused=self.device.type == "cuda",  # no parameter-sized temporaries in the step
         )
         self.scheduler = get_scheduler(
             g.lr_scheduler_type,
