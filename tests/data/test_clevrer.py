@@ -186,7 +186,7 @@ def test_flat_layout_gives_the_same_records(clevrer, tmp_path):
             lambda s: s[0]["questions"][4].update(
                 question="Which of the following will happen if the sphere is removed?"
             ),
-            r"scene 10000, question 12: removed object: .*'the sphere' matches 2 objects",
+            r"validation\.json, scene 10000, question 12: removed object: .*'the sphere' matches 2 objects",
             "unresolved description",
         ),
         (

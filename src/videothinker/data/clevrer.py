@@ -58,18 +58,36 @@ _CHOICE_RES = (
 
 
 class ClevrerError(ValueError):
-    """A question (or file) the converter cannot use, with where it is."""
+    """A question (or file) the converter cannot use, with where it is: file, scene, question."""
 
     def __init__(
-        self, message: str, *, scene: int | None = None, question: Any = None, reason: str = "invalid"
+        self,
+        message: str,
+        *,
+        source: str | Path | None = None,
+        scene: int | None = None,
+        question: Any = None,
+        reason: str = "invalid",
     ):
-        where = []
+        where = [str(source)] if source is not None else []
         if scene is not None:
             where.append(f"scene {scene}")
         if question is not None:
             where.append(f"question {question}")
         super().__init__((", ".join(where) + ": " if where else "") + message)
-        self.reason = reason
+        self.message, self.source, self.scene, self.question, self.reason = (
+            message,
+            source,
+            scene,
+            question,
+            reason,
+        )
+
+    def in_file(self, source: str | Path) -> ClevrerError:
+        """The same error, naming the questions file it comes from."""
+        return ClevrerError(
+            self.message, source=source, scene=self.scene, question=self.question, reason=self.reason
+        )
 
 
 @dataclass
@@ -339,8 +357,8 @@ def convert(
             scene_index, annotation, video_path = _scene_inputs(scene, annotation_files, video_files)
         except ClevrerError as error:
             if not skip_invalid:
-                raise
-            _skip(report, error, len(counterfactual))
+                raise error.in_file(questions) from None
+            _skip(report, error.in_file(questions), len(counterfactual))
             continue
         video = str(video_path) if absolute_paths else os.path.relpath(video_path, out_dir)
         for question in counterfactual:
@@ -348,8 +366,8 @@ def convert(
                 record = question_record(scene_index, question, annotation, video, rule)
             except ClevrerError as error:
                 if not skip_invalid:
-                    raise
-                _skip(report, error, 1)
+                    raise error.in_file(questions) from None
+                _skip(report, error.in_file(questions), 1)
                 continue
             if record is None:
                 report.no_correct += 1
