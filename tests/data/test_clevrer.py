@@ -202,6 +202,18 @@ def test_flat_layout_gives_the_same_records(clevrer, tmp_path):
             "unreadable choice",
         ),
         (
+            lambda s: s[1]["questions"][2]["choices"][0].update(
+                choice="The gray sphere collides with the cylinder"
+            ),
+            r"scene 10001, question 9: choice 0: description 'the gray sphere' matches no object",
+            "unresolved description",
+        ),
+        (
+            lambda s: s[0]["questions"][6].update(question="What if the cube vanished?"),
+            r"question 14: cannot find the removed object",
+            "unreadable question",
+        ),
+        (
             lambda s: s[1].update(scene_index=10007, video_filename="video_10001.mp4"),
             r"scene 10007: annotation_10007.json not found",
             "missing annotation",

@@ -67,7 +67,12 @@ def _answer_key(question: Question) -> dict[frozenset[int], bool]:
     objects = {o.object_id: {"color": o.color, "material": o.material, "shape": o.shape} for o in OBJECTS}
     removed = resolve(parse_question(question.text)[0], objects)
     assert removed == question.removed
-    return {frozenset(resolve(d, objects) for d in parse_choice(c.text)): c.correct for c in question.choices}
+    key = {}
+    for c in question.choices:
+        pair = frozenset(resolve(d, objects) for d in parse_choice(c.text))
+        assert pair == frozenset(c.pair)  # the text names the pair the choice was built for
+        key[pair] = c.correct
+    return key
 
 
 def test_chain_striker_removal_is_inferential_and_lists_a_changed_collision():

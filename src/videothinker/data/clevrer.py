@@ -280,6 +280,9 @@ def question_record(
         return None
     try:
         removed_text, negated = parse_question(text)
+    except ValueError as exc:
+        raise fail(str(exc), "unreadable question") from None
+    try:
         removed = resolve(removed_text, annotation.objects)
     except ValueError as exc:
         raise fail(f"removed object: {exc}", "unresolved description") from None
@@ -287,9 +290,13 @@ def question_record(
     if rule == "answer":
         for choice_id, choice in enumerate(texts):
             try:
-                a, b = (resolve(d, annotation.objects, exclude=removed) for d in parse_choice(choice))
+                descriptions = parse_choice(choice)
             except ValueError as exc:
                 raise fail(f"choice {choice_id}: {exc}", "unreadable choice") from None
+            try:
+                a, b = (resolve(d, annotation.objects, exclude=removed) for d in descriptions)
+            except ValueError as exc:
+                raise fail(f"choice {choice_id}: {exc}", "unresolved description") from None
             if a == b:
                 raise fail(f"choice {choice_id}: {choice!r} names the same object twice", "unreadable choice")
             pairs.append(frozenset((a, b)))
