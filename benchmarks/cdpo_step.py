@@ -166,6 +166,11 @@ def main() -> None:
     parser.add_argument(
         "--tiny", action="store_true", help="a few-layer model and a small video (CPU smoke run)"
     )
+    parser.add_argument(
+        "--policy-only",
+        action="store_true",
+        help="only the policy on the GPU (no bias model, no optimizer step): its forward+backward alone",
+    )
     parser.add_argument("--out", default="cdpo_step.json")
     args = parser.parse_args()
     G, T = args.generations, args.completion_tokens
@@ -173,7 +178,9 @@ def main() -> None:
 
     config = qwen2_5_vl_3b_config(args.tiny)
     policy = build_model(config, seed=0, device=device)
-    bias = build_model(config, seed=1, device=device).eval().requires_grad_(False)
+    bias = (
+        None if args.policy_only else build_model(config, seed=1, device=device).eval().requires_grad_(False)
+    )
     if not args.no_gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Fused AdamW (as the trainer uses on CUDA): no parameter-sized temporaries in the optimizer step.
@@ -213,6 +220,8 @@ def main() -> None:
         )
 
         def ref_pass():
+            if bias is None:
+                return None
             with torch.no_grad():
                 return logp(bias, *args_)
 
@@ -221,13 +230,19 @@ def main() -> None:
             logprobs = logp(policy, *args_)
             advantages = torch.randn(G, device=device)
             loss, _ = policy_loss(
-                logprobs, logprobs.detach(), advantages, rollout.completion_mask, ref_logprobs=ref, beta=-0.01
+                logprobs,
+                logprobs.detach(),
+                advantages,
+                rollout.completion_mask,
+                ref_logprobs=ref,
+                beta=0.0 if ref is None else -0.01,
             )
             loss.backward()
             return float(loss.detach())
 
         def optimizer_pass():
-            optimizer.step()
+            if not args.policy_only:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         ref, t_ref, m_ref = timed(ref_pass)
@@ -247,13 +262,14 @@ def main() -> None:
 
     rollout = sample("lean")  # warm-up of the sampling path; its completions feed both update paths
     update("lean", rollout)  # warm-up; creates the AdamW state
-    static = allocated()  # weights of policy and bias model, AdamW state: the same for both paths
+    static = allocated()  # weights (policy, bias model) and AdamW state: the same for every path
     results = {
         "static_gib": static,
         "G": G,
         "T": T,
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "gradient_checkpointing": not args.no_gradient_checkpointing,
+        "policy_only": args.policy_only,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
     }
@@ -263,7 +279,9 @@ def main() -> None:
         rows, phases = [], []
         for _ in range(args.repeats):
             _, t_sample, m_sample = timed(lambda p=sampler: sample(p))
-            _, t_update, m_update = timed(lambda p=path, ph=phases: update(p, rollout, ph))
+            _, t_update, _ = timed(lambda p=path, ph=phases: update(p, rollout, ph))
+            # The phases reset the peak counter: the update's peak is the largest phase peak.
+            m_update = max(phases[-1]["ref_gib"], phases[-1]["policy_gib"], phases[-1]["optimizer_gib"])
             rows.append((t_sample, m_sample, t_update, m_update))
         results[path] = {
             "sampler": sampler,
@@ -297,7 +315,8 @@ def main() -> None:
     }
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"{results['device']}: static (weights of policy + bias model, AdamW state) {static:.1f} GiB")
+    what = "policy weights" if args.policy_only else "weights of policy + bias model, AdamW state"
+    print(f"{results['device']}: static ({what}) {static:.1f} GiB")
     print(
         f"{'log-probs':15} {'sample s':>9} {'update s':>9} {'fwd+bwd s':>10} {'fwd+bwd GiB':>12} "
         f"{'step s':>7} {'step peak GiB':>14}"
