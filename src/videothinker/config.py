@@ -258,10 +258,55 @@ class ModelConfig:
     trust_remote_code: bool = _field(
         False, "run Python code shipped in the model folder (off by default: never run untrusted code)"
     )
+    # LoRA (videothinker.models.lora; needs peft: pip install 'videothinker[lora]')
+    lora_r: int = _field(
+        0,
+        "LoRA rank: 0 trains every weight (full fine-tuning, as the paper does); > 0 trains only low-rank "
+        "adapters (peft) on a frozen base, so checkpoints and OUT/final hold an adapter of a few MB and a "
+        "LoRA bias model serves as the CDPO reference on the policy's own base (one base in memory)",
+    )
+    lora_alpha: int | None = _field(
+        None, "LoRA scaling numerator: adapters are scaled by lora_alpha / lora_r (None: 2 * lora_r)"
+    )
+    lora_dropout: float = _field(
+        0.0,
+        "dropout on the LoRA adapters' input while training; 0 keeps the trained log-probs those of the "
+        "distribution sampled from (sampling runs in eval mode)",
+    )
+    lora_target_modules: list[str] = _field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "last names of the linear layers that get adapters: by default the language model's attention "
+        "and MLP projections (the Qwen VL families' names); matched outside the vision tower unless "
+        "lora_vision",
+    )
+    lora_vision: bool = _field(
+        False,
+        "also put adapters on the vision tower's layers named in lora_target_modules (add its names, e.g. "
+        "qkv, proj for Qwen2.5-VL); off: the tower stays frozen in LoRA runs",
+    )
 
     def problems(self) -> list[str]:
         out = [] if self.path else ["model.path is required: the local folder of the policy model"]
-        return out + _choice("model.dtype", self.dtype, DTYPES)
+        out += _choice("model.dtype", self.dtype, DTYPES)
+        if self.lora_r < 0:
+            out.append(f"model.lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}")
+        if self.lora_r <= 0:
+            return out + (
+                ["model.lora_vision applies to LoRA runs: set model.lora_r > 0"] if self.lora_vision else []
+            )
+        from videothinker.models.lora import INSTALL_HINT, peft_available
+
+        if not peft_available():
+            out.append(f"model.lora_r = {self.lora_r} trains LoRA adapters, which need peft: {INSTALL_HINT}")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            out.append(f"model.lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.lora_dropout < 1:
+            out.append(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules:
+            out.append("model.lora_target_modules is empty: name the layers that get adapters (e.g. q_proj)")
+        if self.lora_vision and self.freeze_vision:
+            out.append("model.lora_vision puts adapters on the vision tower that model.freeze_vision freezes")
+        return out
 
 
 @dataclasses.dataclass
@@ -457,7 +502,15 @@ class TrainConfig:
     reference: str | None = _field(
         None,
         "local folder of the reference model the KL term measures against (a full model or a LoRA "
-        "adapter). cdpo: the bias model, required. grpo: None = the initial policy (model.path). bias: none",
+        "adapter). cdpo: the bias model, required. grpo: None = the initial policy (model.path; for a LoRA "
+        "policy, its base with the adapter disabled). bias: none. A LoRA adapter on the policy's own base "
+        "with a LoRA policy is loaded into the policy as adapter 'reference': one base in memory",
+    )
+    reference_base: str | None = _field(
+        None,
+        "the base model of a LoRA reference adapter, when its adapter_config.json's base_model_name_or_path "
+        "is not where the base is now (moved, another machine). Equal to model.path (after resolving) "
+        "with a LoRA policy: the adapter shares the policy's base. None: the adapter's own record",
     )
     output_dir: str = _field("outputs/run", "folder of checkpoints, log.jsonl and the resolved config")
 
@@ -495,6 +548,13 @@ class TrainConfig:
                 f"reference {self.reference} is given but grpo.beta = 0 loads no reference model; remove it or "
                 "set a non-zero beta"
             )
+        if self.reference_base and not self.reference:
+            out.append("reference_base names the base of a LoRA reference adapter: set reference too")
+        if beta != 0 and self.reference and self.model.lora_r == 0:
+            from videothinker.models.lora import INSTALL_HINT, is_adapter, peft_available
+
+            if is_adapter(self.reference) and not peft_available():
+                out.append(f"reference {self.reference} is a LoRA adapter, which needs peft: {INSTALL_HINT}")
         return out
 
     def validate(self) -> None:

@@ -3,7 +3,8 @@
 A checkpoint is a folder ``checkpoint-<step>`` that transformers loads as a model (so it can serve as
 the reference of the next stage) plus the trainer's state:
 
-- ``model.safetensors`` + config (``save_pretrained``), the processor files;
+- ``model.safetensors`` + config (``save_pretrained``), or for a LoRA run only the policy's adapter
+  (``adapter_config.json`` + ``adapter_model.safetensors``, models/lora.py); the processor files;
 - ``optimizer.pt`` and ``scheduler.pt`` (tensors and plain containers only; loaded with
   ``weights_only=True``, never unpickling arbitrary objects);
 - ``rng.safetensors`` (torch CPU and CUDA generator states) and ``trainer_state.json`` (step, data
@@ -129,7 +130,8 @@ def save_checkpoint(
 def load_trainer_state(checkpoint: str | Path, optimizer, scheduler) -> TrainerState:
     """Restore optimizer, scheduler and RNG states from a checkpoint; return the trainer state.
 
-    The model weights are loaded by the caller (``from_pretrained`` on the checkpoint folder).
+    The model weights are loaded by the caller (``from_pretrained`` on the checkpoint folder, or the
+    base plus the checkpoint's LoRA adapter).
     """
     ckpt = Path(checkpoint)
     if not (ckpt / STATE_FILE).is_file():

@@ -10,6 +10,9 @@ clamped KL term (rl/losses.py). The stages differ only in data and reference:
 - grpo: all questions, reference = the initial model, beta >= 0 (attracts; beta = 0 loads none).
 
 The reference given is the reference used, in every setting; the first log lines say which it is.
+With ``model.lora_r > 0`` the policy trains LoRA adapters on a frozen base, and a LoRA reference on
+the same base (or, for grpo, the base itself) is computed by the policy's own model with its adapters
+switched (models/lora.py): one base in memory.
 
 Why not TRL's GRPOTrainer: it has no video input and no way to set the reference model; the loop
 here is short enough to read top to bottom.
@@ -29,6 +32,7 @@ import torch
 from videothinker.config import TrainConfig, to_dict
 from videothinker.console import print0, progress, warn
 from videothinker.data.records import Record
+from videothinker.models import lora
 from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.rewards import compute_rewards
@@ -47,14 +51,17 @@ class StepOutput:
     skipped: bool
 
 
-def reference_description(config: TrainConfig) -> str:
-    """The sentence the log opens with: which reference model the KL term uses, and the sign of beta."""
+def reference_description(config: TrainConfig, plan: lora.ReferencePlan | None = None) -> str:
+    """The sentence the log opens with: which reference model the KL term uses, how it is held
+    (`lora.plan_reference`), and the sign of beta."""
     beta = config.grpo.beta
     if beta == 0:
         return f"stage {config.stage}: beta = 0, no KL term, no reference model loaded"
+    plan = plan or lora.plan_reference(config)
     role = {"cdpo": "the bias model", "grpo": "the initial model"}.get(config.stage, "the reference")
+    held = f"({role})" if plan.kind == "model" else f"({plan.how()}), {role}"
     direction = "repels the policy from it (CDPO)" if beta < 0 else "attracts the policy to it"
-    return f"stage {config.stage}: reference model = {config.reference} ({role}); beta = {beta:g} {direction}"
+    return f"stage {config.stage}: reference model = {plan.path} {held}; beta = {beta:g} {direction}"
 
 
 class JsonlLogger:
@@ -174,13 +181,16 @@ class Trainer:
         self.logger = JsonlLogger(self.out / "log.jsonl", tb_dir, enabled=is_main)
 
         checkpoint = self._checkpoint_to_resume(resume)
-        print0(reference_description(cfg))
+        self.reference_plan = plan = lora.plan_reference(cfg)
+        print0(reference_description(cfg, plan))
         self.records = load_training_records(cfg)
         self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
         m = cfg.model
         self.processor = load_processor(m.path)
+        if checkpoint is not None and lora.is_adapter(checkpoint) and not m.lora_r:
+            raise ValueError(f"{checkpoint} holds a LoRA adapter: resume it with the run's model.lora_r")
         self.policy = load_model(
-            checkpoint or m.path,
+            m.path if m.lora_r else checkpoint or m.path,
             dtype=m.dtype,
             attn_implementation=m.attn_implementation,
             trust_remote_code=m.trust_remote_code,
@@ -190,17 +200,27 @@ class Trainer:
             visual.requires_grad_(False)
         if m.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.reference = None
-        if g.beta != 0:
-            ref_path = cfg.reference or m.path
-            self.reference = load_model(
-                ref_path,
-                dtype="bfloat16" if g.bf16 else m.dtype,
-                attn_implementation=m.attn_implementation,
-                trust_remote_code=m.trust_remote_code,
-                device=self.device,
-            )
-            self.reference.eval().requires_grad_(False)
+        # self.policy stays the model that is sampled from and trained; with LoRA, self.lora is the peft
+        # model that injected its adapters into it and switches, disables and saves them.
+        self.lora = lora.add_policy_adapter(self.policy, m, checkpoint) if m.lora_r else None
+        self.reference = None  # a second model; None if there is none or it lives in the policy's
+        ref_kwargs = {
+            "dtype": "bfloat16" if g.bf16 else m.dtype,
+            "attn_implementation": m.attn_implementation,
+            "trust_remote_code": m.trust_remote_code,
+            "device": self.device,
+        }
+        if plan.kind == "model":
+            self.reference = load_model(plan.path, **ref_kwargs).requires_grad_(False)
+        elif plan.kind == "merged_adapter":
+            if m.lora_r:
+                warn(
+                    f"the reference adapter's base {plan.base} is not the policy's ({m.path}), so it is loaded as a "
+                    f"second model; if it is the same model, set reference_base={m.path} to share one base"
+                )
+            self.reference = lora.load_merged_adapter(plan.path, plan.base, **ref_kwargs)
+        elif plan.kind == "policy_adapter":
+            lora.add_reference_adapter(self.lora, plan.path, self.device)
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -227,7 +247,7 @@ class Trainer:
             print0(f"resumed from {checkpoint} at step {self.state.step}")
         else:
             self.logger.log(
-                {"event": "start", "reference": reference_description(cfg), "config": to_dict(cfg)}
+                {"event": "start", "reference": reference_description(cfg, plan), "config": to_dict(cfg)}
             )
 
     def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
@@ -358,6 +378,9 @@ class Trainer:
             rollout.old_logprobs = self._logprobs(self.policy, rollout, grad=False)
         if self.reference is not None:
             rollout.ref_logprobs = self._logprobs(self.reference, rollout, grad=False)
+        elif self.reference_plan.in_policy:
+            with lora.reference_view(self.lora, self.reference_plan.adapter):
+                rollout.ref_logprobs = self._logprobs(self.policy, rollout, grad=False)
         return MicroBatch(rollout, records, advantages.to(self.device), rewards, total)
 
     def _logprobs(self, model, rollout, grad: bool) -> torch.Tensor:
@@ -482,7 +505,8 @@ class Trainer:
         self.state.sampler = self.sampler.state_dict()
         return save_checkpoint(
             self.out,
-            model=self.accelerator.unwrap_model(self.policy),
+            model=self.policy,
+            save_model=lambda _, folder: self._save_weights(folder),
             processor=self.processor,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
@@ -490,14 +514,22 @@ class Trainer:
             keep_last=self.config.grpo.save_total_limit,
         )
 
+    def _save_weights(self, folder: Path) -> None:
+        """The policy in HF format, or its LoRA adapter (adapter_config.json + adapter_model.safetensors)."""
+        if self.lora is not None:
+            lora.save_adapter(self.lora, folder)
+        else:
+            self.accelerator.unwrap_model(self.policy).save_pretrained(folder, safe_serialization=True)
+
     def save_final(self) -> Path:
-        """The trained model in HF format at OUTPUT/final (what `eval --model` and `--reference` take)."""
+        """The trained model in HF format at OUTPUT/final (what `eval --model` and `--reference` take);
+        for a LoRA run, its adapter (a `--reference` on the same base)."""
         import shutil
 
         final, tmp = self.out / "final", self.out / ".final.tmp"
         if self.accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-            self.accelerator.unwrap_model(self.policy).save_pretrained(tmp, safe_serialization=True)
+            self._save_weights(tmp)
             self.processor.save_pretrained(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
