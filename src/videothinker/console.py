@@ -6,6 +6,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,12 +31,12 @@ def print0(*args, **kwargs) -> None:
 
 
 def error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def warn(message: str) -> None:
     if is_main_process():
-        console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def progress(**kwargs) -> Progress:

@@ -325,3 +325,18 @@ def test_target_modules_leave_the_vision_tower_out_unless_asked(tiny_qwen2_5_vl_
         "model.visual.blocks.1.attn.qkv",
     }
     assert len(both) == 2 + 2
+
+
+def test_a_lora_output_loads_as_a_model_for_evaluation(lora_bias, tiny_qwen2_5_vl_dir):
+    """`eval --model OUT/final` of a LoRA run: load_model merges the adapter into its recorded base."""
+    from videothinker.models.loading import load_model, load_processor
+
+    final = lora_bias / "final"
+    model = load_model(final, dtype="float32")
+    merged = lora.load_merged_adapter(final, tiny_qwen2_5_vl_dir, dtype="float32")
+    base = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
+    ours, theirs, plain = model.state_dict(), merged.state_dict(), base.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(not torch.equal(ours[k], plain[k]) for k in ours)  # the adapter is really merged in
+    assert load_processor(final).tokenizer.pad_token_id is not None

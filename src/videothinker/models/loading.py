@@ -44,7 +44,8 @@ def load_model(
     """Load an image/video-text-to-text model from a local checkpoint folder.
 
     Args:
-        path: folder with config.json and ``*.safetensors`` weights.
+        path: folder with config.json and ``*.safetensors`` weights, or a LoRA adapter folder
+            (adapter_config.json naming its base), which loads as the base with the adapter merged.
         dtype: ``auto`` (the checkpoint's own), ``bfloat16``, ``float16`` or ``float32``.
         attn_implementation: ``sdpa``, ``eager``, ``flash_attention_2``, ... as transformers takes it.
         trust_remote_code: allow the checkpoint's own Python code to run (off by default).
@@ -56,6 +57,18 @@ def load_model(
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    adapter = Path(path).expanduser()
+    if (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").is_file():
+        # A LoRA run's output: its base, with the adapter merged in (models/lora.py).
+        import json
+
+        from videothinker.models.lora import load_merged_adapter
+
+        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
+        kwargs = dict(dtype=dtype, attn_implementation=attn_implementation, device=device)
+        return load_merged_adapter(adapter, base, trust_remote_code=trust_remote_code, **kwargs)
     path = _checkpoint_dir(path)
     if not any(path.glob("*.safetensors")):
         raise ValueError(
@@ -81,8 +94,10 @@ def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     """Load the processor (tokenizer + image/video processors + chat template) of a local checkpoint."""
     from transformers import AutoProcessor
 
-    path = _checkpoint_dir(path)
-    return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    folder = Path(path).expanduser()
+    if not ((folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()):
+        folder = _checkpoint_dir(folder)  # a LoRA adapter folder carries the processor files but no config
+    return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
 
 
 def _vision_processor(processor, image: bool = False):

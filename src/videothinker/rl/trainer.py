@@ -171,7 +171,10 @@ class Trainer:
 
         self.config = cfg = config
         g = cfg.grpo
-        self.accelerator = Accelerator(mixed_precision="bf16" if g.bf16 else "no")
+        # cpu=True off a GPU makes accelerate see a torchrun / accelerate launch as MULTI_CPU (gloo).
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if g.bf16 else "no", cpu=not torch.cuda.is_available()
+        )
         self.device = self.accelerator.device
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
