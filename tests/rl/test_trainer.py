@@ -263,3 +263,23 @@ def test_one_step_moves_the_kl_the_way_beta_says(
     assert not result.skipped
     after = kl()
     assert (after > before) if grows else (after < before), (before, after)
+
+
+def test_frozen_vision_tower_stays_put(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+    out = tmp_path / "frozen"
+    args = [
+        "--model",
+        str(tiny_qwen2_5_vl_dir),
+        "--data",
+        str(lab_records),
+        *COMMON,
+        "--set",
+        "grpo.max_steps=1",
+    ]
+    assert (
+        main(["train", "--stage", "bias", "--out", str(out), *args, "--set", "model.freeze_vision=true"]) == 0
+    )
+    before, after = _weights(tiny_qwen2_5_vl_dir), _weights(out / "final")
+    vision = [k for k in before if ".visual." in k or k.startswith("visual.")]
+    assert vision and all(torch.equal(before[k], after[k]) for k in vision)
+    assert all(not torch.equal(before[k], after[k]) for k in before if k not in vision)
