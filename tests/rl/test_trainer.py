@@ -283,3 +283,38 @@ def test_frozen_vision_tower_stays_put(tiny_qwen2_5_vl_dir, lab_records, tmp_pat
     vision = [k for k in before if ".visual." in k or k.startswith("visual.")]
     assert vision and all(torch.equal(before[k], after[k]) for k in vision)
     assert all(not torch.equal(before[k], after[k]) for k in before if k not in vision)
+
+
+def test_prompts_over_max_prompt_length(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+    """Rejected with an error naming the record (default), or cut on the question text only."""
+    from videothinker.config import load_train_config
+    from videothinker.rl.trainer import Trainer
+
+    def trainer(*extra: str) -> Trainer:
+        overrides = [
+            "stage=bias",
+            f"model.path={tiny_qwen2_5_vl_dir}",
+            f"data.path={lab_records}",
+            f"output_dir={tmp_path / 'run'}",
+            *extra,
+        ]
+        return Trainer(load_train_config("tiny_cpu", overrides), resume=None)
+
+    t = trainer()
+    record = t.records[0]
+    full = int(t._prompt_inputs([record])["attention_mask"].sum())
+    video_tokens = int((t._prompt_inputs([record])["input_ids"] == t.policy.config.video_token_id).sum())
+    assert video_tokens > 0
+
+    t.config.grpo.max_prompt_length = full - 5
+    with pytest.raises(ValueError, match=rf"record {record.index}: the prompt has {full} tokens"):
+        t._prompt_inputs([record])
+
+    t.config.data.prompt_truncation = "text"
+    inputs = t._prompt_inputs([record])
+    assert int(inputs["attention_mask"].sum()) <= full - 5
+    assert int((inputs["input_ids"] == t.policy.config.video_token_id).sum()) == video_tokens  # video intact
+
+    t.config.grpo.max_prompt_length = video_tokens  # not even the video fits
+    with pytest.raises(ValueError, match="even without its question text"):
+        t._prompt_inputs([record])
