@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write absolute video paths (default: relative to the output file's folder)",
     )
     clevrer.add_argument(
+        "--frame-fps",
+        type=float,
+        metavar="FPS",
+        help="videos may be folders of frames (video_XXXXX/ with image files, as `lab generate --video-format "
+        "png` writes), played at this rate: their records get data_type frame and this fps",
+    )
+    clevrer.add_argument(
         "--skip-invalid",
         action="store_true",
         help="skip and count unusable questions instead of stopping at the first",
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         kind=args.kind,
         absolute_paths=args.absolute_paths,
         skip_invalid=args.skip_invalid,
+        frame_fps=args.frame_fps,
     )
     for message in report.first_errors:
         warn(f"skipped: {message}")

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="official sub-folders of 1000 (videos/video_00000-01000/...) instead of flat folders",
     )
     gen.add_argument("--no-videos", action="store_true", help="write annotations and questions only")
+    gen.add_argument(
+        "--video-format",
+        choices=("mp4", "png"),
+        default="mp4",
+        help="mp4: H.264 videos (PyAV); png: a folder of PNG frames per video (videos/video_00000/), "
+        "for machines without PyAV; convert with `data clevrer --frame-fps FPS`",
+    )
     gen.add_argument("--workers", type=int, default=1, help="processes generating scenes in parallel")
 
     split = sub.add_parser("split", help="split a questions file into train and test by scene")
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         start_index=args.start_index,
         nested=args.nested,
         videos=not args.no_videos,
+        video_format=args.video_format,
         workers=args.workers,
     )
     summary = generate_lab(args.out, config)

@@ -186,18 +186,26 @@ def parse_choice(text: str) -> tuple[str, str]:
     raise ValueError(f"cannot read choice {text!r} as a collision between two objects")
 
 
-def _index_files(folder: Path, prefix: str, suffix: str) -> dict[str, Path]:
-    """File name -> path for every ``prefix_NNNNN.suffix`` under ``folder`` (flat or nested)."""
+def _index_files(folder: Path, prefix: str, suffix: str, frame_folders: bool = False) -> dict[str, Path]:
+    """File name -> path for every ``prefix_NNNNN.suffix`` under ``folder`` (flat or nested). With
+    ``frame_folders``, a folder ``prefix_NNNNN/`` (a video stored as image frames) stands for
+    ``prefix_NNNNN.suffix`` where no such file exists."""
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     found: dict[str, Path] = {}
+    folders: dict[str, Path] = {}
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             m = _NUMBERED_RE.match(name)
             if m and m.group(1) == prefix and m.group(3) == suffix:
                 found.setdefault(name, Path(root) / name)
-    return found
+        if frame_folders:
+            for name in dirs:
+                m = _NUMBERED_RE.match(f"{name}.{suffix}")
+                if m and m.group(1) == prefix:
+                    folders.setdefault(f"{name}.{suffix}", Path(root) / name)
+    return {**folders, **found}
 
 
 @dataclass
@@ -257,8 +265,10 @@ def question_record(
     annotation: Annotation,
     video: str,
     rule: str = "answer",
+    frame_fps: float | None = None,
 ) -> dict | None:
-    """The record of one counterfactual question, or None when it has no correct choice.
+    """The record of one counterfactual question, or None when it has no correct choice. With
+    ``frame_fps``, ``video`` is a folder of frames played at that rate (data_type "frame", field fps).
 
     Raises ClevrerError when the question or its choices cannot be read.
     """
@@ -303,18 +313,21 @@ def question_record(
     letters = [chr(ord("A") + i) for i in range(len(texts))]
     options = [f"{letter}. {choice}" for letter, choice in zip(letters, texts)]
     solution = ",".join(letter for letter, ans in zip(letters, answers) if ans)
-    return {
+    record = {
         "problem_id": f"{scene_index}_{qid}",
         "problem": text.strip() + "\nOptions:\n" + "\n".join(options),
         "options": options,
         "solution": f"<answer>{solution}</answer>",
         "video": video,
-        "data_type": "video",
+        "data_type": "video" if frame_fps is None else "frame",
         "problem_type": "multiple choice",
         "scene_index": scene_index,
         "question_id": qid,
         "question_kind": _label(removed, pairs, answers, negated, annotation, rule),
     }
+    if frame_fps is not None:
+        record["fps"] = frame_fps
+    return record
 
 
 def convert(
@@ -327,11 +340,14 @@ def convert(
     kind: str = "all",
     absolute_paths: bool = False,
     skip_invalid: bool = False,
+    frame_fps: float | None = None,
 ) -> tuple[list[dict], ConversionReport]:
     """Records of every counterfactual question of an official questions file (see the module docstring).
 
     Video paths are relative to the folder of ``out`` (where the records will be written), so the file
-    loads with no video root; ``absolute_paths`` writes absolute ones instead.
+    loads with no video root; ``absolute_paths`` writes absolute ones instead. With ``frame_fps``, a
+    video may also be a folder of frames named like the video without its suffix (``video_00042/``, as
+    `videothinker lab generate --video-format png` writes); its records get data_type "frame" and that fps.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -347,7 +363,9 @@ def convert(
     if not isinstance(scenes, list):
         raise ClevrerError(f"{questions}: expected a list of scenes (the official questions schema)")
     annotation_files = _index_files(Path(annotations), "annotation", "json")
-    video_files = _index_files(Path(videos), "video", "mp4")
+    if frame_fps is not None and not frame_fps > 0:
+        raise ValueError(f"frame_fps must be positive, got {frame_fps}")
+    video_files = _index_files(Path(videos), "video", "mp4", frame_folders=frame_fps is not None)
     out_dir = Path(out).resolve().parent
     report = ConversionReport()
     records = []
@@ -370,7 +388,9 @@ def convert(
         video = str(video_path) if absolute_paths else os.path.relpath(video_path, out_dir)
         for question in counterfactual:
             try:
-                record = question_record(scene_index, question, annotation, video, rule)
+                record = question_record(
+                    scene_index, question, annotation, video, rule, frame_fps if video_path.is_dir() else None
+                )
             except ClevrerError as error:
                 if not skip_invalid:
                     raise error.in_file(questions) from None

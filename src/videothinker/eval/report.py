@@ -181,13 +181,22 @@ def _training_section(runs: list[Run], out_dir: Path) -> list[str]:
     return parts
 
 
-def write_report(run_dirs: list[str | Path], out_dir: str | Path, names: list[str] | None = None) -> Path:
+def write_report(
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    names: list[str] | None = None,
+    *,
+    title: str = "videothinker report",
+    intro: str | None = None,
+) -> Path:
     """Write ``out_dir``/report.md (tables) and its PNG plots comparing the runs; returns report.md.
 
     Args:
         run_dirs: evaluation and / or training run folders.
         out_dir: where report.md and the plots go (created if needed).
         names: labels of the runs (default: folder names, made unique).
+        title: the report's heading.
+        intro: markdown placed under the heading, before the tables (e.g. what was run and why).
     """
     if not run_dirs:
         raise ValueError("write_report needs at least one run folder")
@@ -200,7 +209,9 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, names: list[st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    parts = ["# videothinker report", ""]
+    parts = [f"# {title}", ""]
+    if intro:
+        parts += [intro.rstrip("\n"), ""]
     parts += [
         _md_table(
             ["run", "folder", "contents"],

@@ -8,6 +8,7 @@ the observational share matches the request, and the questions file is written.
 Layout (flat by default; ``nested=True`` mirrors the official sub-folders of 1000 scenes)::
 
     DIR/videos/video_00000.mp4            DIR/videos/video_00000-01000/video_00000.mp4
+      (``video_format="png"``: DIR/videos/video_00000/frame_000.png, ... instead: no PyAV needed)
     DIR/annotations/annotation_00000.json DIR/annotations/annotation_00000-01000/annotation_00000.json
     DIR/questions.json
     DIR/lab.json                          (the generation settings and counts)
@@ -31,6 +32,7 @@ from videothinker.lab.render import View, render_frames
 from videothinker.lab.scene import Scene, WorldConfig, sample_scene
 
 QUESTIONS_FILE = "questions.json"
+VIDEO_FORMATS = ("mp4", "png")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class LabConfig:
     start_index: int = 0
     nested: bool = False
     videos: bool = True
+    video_format: str = "mp4"  # mp4 (H.264, needs PyAV) | png (a folder of frames per video, no PyAV)
     workers: int = 1
     world: WorldConfig = field(default_factory=WorldConfig)
 
@@ -64,6 +67,10 @@ class LabConfig:
             )
         if self.questions_per_scene < 1:
             raise ValueError(f"questions per scene must be >= 1, got {self.questions_per_scene}")
+        if self.video_format not in VIDEO_FORMATS:
+            raise ValueError(
+                f"video format must be one of {', '.join(VIDEO_FORMATS)}, got {self.video_format!r}"
+            )
         if self.start_index < 0 or self.workers < 1:
             raise ValueError("start index must be >= 0 and workers >= 1")
 
@@ -167,8 +174,29 @@ def build_scene(index: int, config: LabConfig, out: Path) -> list[Question]:
     if config.videos:
         view = View(config.size[0], config.size[1], world.half_extent)
         frames = render_frames(scene.objects, factual.positions, view, world.radius)
-        write_video(out / media_path("video", index, config.nested), frames, fps=config.fps)
+        path = out / media_path("video", index, config.nested)
+        if config.video_format == "png":
+            write_frames(path.with_suffix(""), frames)
+        else:
+            write_video(path, frames, fps=config.fps)
     return candidates
+
+
+def write_frames(folder: Path, frames: np.ndarray) -> None:
+    """Write uint8 RGB frames [F, H, W, 3] as ``folder``/frame_000.png, ... (written to a temporary
+    folder, then renamed): a video that `videothinker.data.video.load_visual` reads as data_type
+    "frame" without PyAV."""
+    import shutil
+
+    from PIL import Image
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp / f"frame_{i:03d}.png", compress_level=1)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
 
 
 def _build_scene_job(job: tuple[int, LabConfig, Path]) -> list[Question]:

@@ -1,0 +1,316 @@
+"""The main job: VideoThinker end to end in the causal lab, on a CPU in minutes, with no downloads.
+
+Reading order is run order (`run_demo`):
+
+1. config: the preset, the seed, the output folder (a rerun must name the same preset and seed);
+2. data: three lab sets in CLEVRER format, converted to records labelled question_kind: a warm-start
+   set (both kinds), the RL training set (the paper's 74% observational) and a held-out test set
+   (both kinds; its own seed and scene indices);
+3. base model: a tiny random-init Qwen2.5-VL given a short supervised warm start on the warm-start
+   set, so that it has partial competence on both kinds. It stands in for a pretrained lightweight
+   model; it is not one;
+4. stages: bias-aware training (GRPO, beta = 0, observational questions) -> the bias model; CDPO (all
+   questions, beta < 0, reference = the bias model); the GRPO baseline (all questions, beta > 0,
+   reference = the base model);
+5. evaluation of base, bias, CDPO and GRPO on the test set (greedy, predictions + metrics each);
+6. report: DIR/report.md with the accuracy table, the claims checked, plots and training curves.
+
+Each phase writes a marker when it finishes (DIR/phases.json), so a rerun skips finished phases; the
+pieces resume on their own inside a phase (training from its last checkpoint, evaluation from its
+predictions).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videothinker.console import print0
+from videothinker.demo.presets import DemoPreset
+
+SETTINGS_FILE = "demo.json"
+PHASES_FILE = "phases.json"
+MODELS = ("base", "bias", "cdpo", "grpo")
+STAGES = ("bias", "cdpo", "grpo")
+SPLITS = {  # name -> (scene index of the first scene, seed offset): disjoint scenes, distinct seeds
+    "warm": (20000, 2000),
+    "train": (0, 0),
+    "test": (10000, 1000),
+}
+
+
+@dataclass
+class DemoPaths:
+    """Where each piece of a demo run lives under its output folder."""
+
+    root: Path
+
+    def lab(self, split: str) -> Path:
+        return self.root / "lab" / split
+
+    def records(self, split: str) -> Path:
+        """Records of a lab set; the test file's stem names the benchmark in reports (lab_test)."""
+        return self.lab(split) / f"lab_{split}.jsonl"
+
+    @property
+    def tiny(self) -> Path:
+        return self.root / "models" / "tiny"
+
+    @property
+    def warm_start(self) -> Path:
+        return self.root / "models" / "warm-start"
+
+    def model(self, name: str) -> Path:
+        """The final weights of a model: base (the warm-started tiny model) or a stage's."""
+        return self.warm_start / "final" if name == "base" else self.train(name) / "final"
+
+    def train(self, stage: str) -> Path:
+        return self.root / "train" / stage
+
+    def eval(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+
+def _fmt_time(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+class PhaseLog:
+    """Runs phases once: a finished phase is recorded in DIR/phases.json with its duration and is
+    skipped on a rerun. Prints a line per phase with its elapsed time and the run's total."""
+
+    def __init__(self, root: Path, total: int):
+        self.path = root / PHASES_FILE
+        self.done: dict[str, dict[str, Any]] = (
+            json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        )
+        self.total, self.index, self.started = total, 0, time.perf_counter()
+
+    def run(self, name: str, title: str, fn: Callable[[], Any]) -> bool:
+        """Run ``fn`` unless phase ``name`` is recorded as finished; returns whether it ran."""
+        self.index += 1
+        head = f"[{self.index}/{self.total}] {title}"
+        if name in self.done:
+            print0(f"{head}: done earlier ({_fmt_time(self.done[name]['seconds'])}), skipped")
+            return False
+        print0(f"[bold]{head}[/] ...")
+        started = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - started
+        self.done[name] = {"seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.done, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.path)
+        print0(
+            f"{head}: done in {_fmt_time(seconds)} (total {_fmt_time(time.perf_counter() - self.started)})"
+        )
+        return True
+
+    def seconds(self) -> dict[str, float]:
+        return {name: entry["seconds"] for name, entry in self.done.items()}
+
+
+def check_settings(root: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings in DIR/demo.json; a folder holding a run with other settings is refused
+    rather than mixed."""
+    path = root / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != settings:
+            changed = sorted(k for k in settings if previous.get(k) != settings[k])
+            raise ValueError(
+                f"{root} holds a demo run with other settings ({', '.join(changed) or 'fields'} differ from "
+                f"{path}); choose another --out folder, or delete it to start over"
+            )
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------ phases
+
+
+def make_data(paths: DemoPaths, preset: DemoPreset, seed: int) -> dict[str, dict[str, int]]:
+    """Generate the three lab sets and convert each to records (the answer rule labels the kind)."""
+    from videothinker.data.clevrer import convert, write_records
+    from videothinker.lab import LabConfig, generate_lab
+
+    shares = {
+        "warm": (preset.warm_scenes, preset.warm_observational),
+        "train": (preset.train_scenes, preset.train_observational),
+        "test": (preset.test_scenes, preset.test_observational),
+    }
+    counts = {}
+    for split, (scenes, share) in shares.items():
+        start, offset = SPLITS[split]
+        config = LabConfig(
+            scenes=scenes,
+            observational_ratio=share,
+            seed=seed + offset,
+            frames=preset.frames,
+            fps=preset.fps,
+            size=tuple(preset.lab_size),
+            start_index=start,
+            video_format=preset.video_format,
+            workers=preset.lab_workers,
+        )
+        lab = paths.lab(split)
+        generate_lab(lab, config)
+        records, report = convert(
+            lab / "questions.json",
+            lab / "annotations",
+            lab / "videos",
+            paths.records(split),
+            frame_fps=float(preset.fps) if preset.video_format == "png" else None,
+        )
+        write_records(records, paths.records(split))
+        counts[split] = dict(report.kept)
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kept.items()))
+        print0(f"  {split}: {scenes} scenes, {report.total} questions ({kinds})")
+    return counts
+
+
+def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> None:
+    """Build the tiny model (its tokenizer also learns the lab's words) and warm-start it."""
+    from videothinker.config import VideoConfig
+    from videothinker.data.records import load_records
+    from videothinker.lab.warmstart import WarmStartConfig, reasoning_targets, warm_start
+    from videothinker.models.tiny import build_tiny_model
+
+    records = load_records(paths.records("warm"))
+    targets = reasoning_targets(records, paths.lab("warm") / "annotations")
+    corpus = paths.warm_start / "corpus.txt"  # the warm-start questions and targets, never test data
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    lines = [line for r in records for line in (r.problem, *r.options)] + targets
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    build_tiny_model("qwen2_5_vl", paths.tiny, corpus=corpus, seed=seed, overwrite=True, **preset.model)
+    config = WarmStartConfig(
+        steps=preset.warm_steps,
+        learning_rate=preset.warm_lr,
+        batch_size=preset.warm_batch,
+        seed=seed,
+        device=device,
+        video=VideoConfig(**preset.video),
+    )
+    warm_start(paths.tiny, records, targets, paths.warm_start, config)
+
+
+def train_config_overrides(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> list[str]:
+    """The ``--set`` list of one stage: the preset's settings, the data, the models, the seed."""
+    values: dict[str, Any] = {f"video.{k}": v for k, v in preset.video.items()}
+    values.update(preset.stage_overrides(stage))
+    values.update(
+        {
+            "stage": stage,
+            "model.path": str(paths.model("base")),
+            "data.path": str(paths.records("train")),
+            "output_dir": str(paths.train(stage)),
+            "grpo.seed": seed,
+        }
+    )
+    if stage == "cdpo":
+        values["reference"] = str(paths.model("bias"))
+    elif stage == "grpo":
+        values["reference"] = str(paths.model("base"))
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def train_stage(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> None:
+    """One RL stage through the library, as `videothinker train` runs it (resumes from checkpoints)."""
+    import yaml
+
+    from videothinker.config import load_train_config, to_dict
+    from videothinker.rl.trainer import Trainer
+
+    config = load_train_config(preset.rl_config, train_config_overrides(paths, preset, stage, seed))
+    out = paths.train(stage)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    Trainer(config, resume="auto").train()
+
+
+def evaluate_model(paths: DemoPaths, preset: DemoPreset, name: str, device: str) -> dict[str, Any]:
+    """Greedy evaluation of one model on the test set (resumes from its predictions)."""
+    from videothinker.config import VideoConfig
+    from videothinker.eval.benchmarks import load_benchmarks
+    from videothinker.eval.generation import ModelGenerator
+    from videothinker.eval.runner import EvalSettings, evaluate
+
+    model = str(paths.model(name))
+    settings = EvalSettings(
+        model=model,
+        batch_size=preset.eval_batch_size,
+        max_new_tokens=preset.max_new_tokens,
+        video=VideoConfig(**preset.video),
+    )
+    benchmarks = load_benchmarks([paths.records("test")])
+    return evaluate(
+        benchmarks,
+        paths.eval(name),
+        settings,
+        lambda: ModelGenerator(model, device=device, max_new_tokens=preset.max_new_tokens),
+    )
+
+
+# ------------------------------------------------------------------------------------------- entry
+
+
+@dataclass
+class DemoResult:
+    """What a demo run produced: the report, each model's metrics, each phase's duration."""
+
+    out: Path
+    report: Path
+    metrics: dict[str, dict[str, Any]]
+    seconds: dict[str, float]
+
+
+def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "auto") -> DemoResult:
+    """Run (or finish) the whole demo into ``out``; see the module docstring for the phases."""
+    from transformers.utils import logging as hf_logging
+
+    from videothinker.demo.report import write_demo_report
+    from videothinker.eval.metrics import read_metrics
+
+    hf_logging.disable_progress_bar()  # the demo shows its own progress; weight-loading bars are noise
+    paths = DemoPaths(Path(out))
+    check_settings(paths.root, {"preset": preset.to_json(), "seed": seed})
+    print0(f"demo: preset {preset.name}, seed {seed}, output {paths.root}")
+    phases = PhaseLog(paths.root, total=3 + len(STAGES) + len(MODELS))
+    phases.run(
+        "data",
+        "lab data: warm-start, training (74% observational) and test sets",
+        lambda: make_data(paths, preset, seed),
+    )
+    phases.run(
+        "base",
+        "base model: tiny Qwen2.5-VL + supervised warm start",
+        lambda: make_base(paths, preset, seed, device),
+    )
+    titles = {
+        "bias": "stage bias: GRPO, beta = 0, observational questions -> the bias model",
+        "cdpo": "stage cdpo: all questions, beta < 0, reference = the bias model",
+        "grpo": "stage grpo (baseline): all questions, beta > 0, reference = the base model",
+    }
+    for stage in STAGES:
+        phases.run(f"train-{stage}", titles[stage], lambda s=stage: train_stage(paths, preset, s, seed))
+    for name in MODELS:
+        phases.run(
+            f"eval-{name}",
+            f"evaluation of {name} on the test set",
+            lambda n=name: evaluate_model(paths, preset, n, device),
+        )
+    metrics = {name: read_metrics(paths.eval(name)) for name in MODELS}
+    phases.run("report", "report", lambda: write_demo_report(paths, preset, seed, metrics, phases.seconds()))
+    print0(f"report: {paths.report}")
+    return DemoResult(paths.root, paths.report, metrics, phases.seconds())

@@ -1,0 +1,204 @@
+"""Settings of the demo: one `DemoPreset` per size (quick, default, gpu), each complete on its own.
+
+A preset fixes everything the run depends on: the lab sets, the tiny model, the warm start, the
+three RL stages and the evaluation. The seed varies the data, the model's initial weights and the
+training order together, so two seeds are two independent replicates of the whole experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """One demo configuration.
+
+    Attributes:
+        name: preset name (recorded in DIR/demo.json).
+        warm_scenes / train_scenes / test_scenes: scenes of the warm-start, RL training and held-out
+            test sets (about 1.9, 1.6 and 1.9 questions per scene).
+        warm_observational / train_observational / test_observational: observational share of each
+            set (training: the paper's 74%; warm start and test: both kinds).
+        lab_size: frame size (width, height) of the lab videos; frames / fps: clip length and rate.
+        video_format: "mp4" (PyAV) or "png" (frame folders, no PyAV).
+        lab_workers: processes generating scenes.
+        model: sizes of the tiny Qwen2.5-VL (`videothinker.models.tiny.TinySizes` fields).
+        video: frame sampling (`VideoConfig` fields), shared by warm start, training and evaluation.
+        warm_steps / warm_lr / warm_batch: the supervised warm start.
+        rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
+            (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
+        eval_batch_size / max_new_tokens: greedy evaluation.
+    """
+
+    name: str
+    warm_scenes: int
+    train_scenes: int
+    test_scenes: int
+    warm_steps: int
+    warm_lr: float
+    warm_batch: int
+    rl: dict[str, Any]
+    stage_rl: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warm_observational: float = 0.5
+    train_observational: float = 0.74
+    test_observational: float = 0.5
+    lab_size: tuple[int, int] = (112, 112)
+    frames: int = 32
+    fps: int = 8
+    video_format: str = "mp4"
+    lab_workers: int = 1
+    model: dict[str, int] = field(default_factory=dict)
+    video: dict[str, Any] = field(default_factory=dict)
+    rl_config: str = "tiny_cpu"
+    eval_batch_size: int = 16
+    max_new_tokens: int = 48
+
+    def stage_overrides(self, stage: str) -> dict[str, Any]:
+        """The ``--set`` settings of one stage: the shared ones, then the stage's own."""
+        return {**self.rl, **self.stage_rl.get(stage, {})}
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Frames: 8 of 112 x 112 per clip (4 temporal patches of 4 x 4 merged tokens: 64 video tokens).
+_CPU_VIDEO = {"fps": 2.0, "min_frames": 2, "max_frames": 8, "min_pixels": 3136, "max_pixels": 12544}
+_CPU_MODEL = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vision_hidden_size": 64,
+    "vision_intermediate_size": 128,
+    "vision_depth": 2,
+    "vision_num_heads": 2,
+}
+_CPU_RL = {
+    "grpo.num_generations": 4,
+    "grpo.max_completion_length": 48,
+    "grpo.per_device_train_batch_size": 4,
+    "grpo.learning_rate": 2e-4,
+    "grpo.lr_scheduler_type": "constant",
+    "grpo.save_steps": 20,
+    "grpo.save_total_limit": 1,
+}
+
+PRESETS: dict[str, DemoPreset] = {
+    "default": DemoPreset(
+        name="default",
+        warm_scenes=400,
+        train_scenes=300,
+        test_scenes=200,
+        warm_steps=600,
+        warm_lr=1e-3,
+        warm_batch=16,
+        model=_CPU_MODEL,
+        video=_CPU_VIDEO,
+        rl={**_CPU_RL, "grpo.max_steps": 60},
+    ),
+    "quick": DemoPreset(
+        name="quick",
+        warm_scenes=120,
+        train_scenes=60,
+        test_scenes=40,
+        warm_steps=60,
+        warm_lr=2e-3,
+        warm_batch=16,
+        model=_CPU_MODEL,
+        video=_CPU_VIDEO,
+        rl={**_CPU_RL, "grpo.max_steps": 6},
+    ),
+    "gpu": DemoPreset(
+        name="gpu",
+        warm_scenes=1500,
+        train_scenes=1500,
+        test_scenes=500,
+        warm_steps=1500,
+        warm_lr=1e-3,
+        warm_batch=32,
+        video_format="png",
+        lab_workers=8,
+        model={
+            "hidden_size": 256,
+            "intermediate_size": 768,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vision_hidden_size": 128,
+            "vision_intermediate_size": 256,
+            "vision_depth": 2,
+            "vision_num_heads": 2,
+        },
+        video=_CPU_VIDEO,
+        rl={
+            **_CPU_RL,
+            "grpo.num_generations": 8,
+            "grpo.per_device_train_batch_size": 8,
+            "grpo.max_steps": 150,
+            "grpo.save_steps": 50,
+        },
+        eval_batch_size=64,
+    ),
+}
+
+# The gpu preset at toy scale: the same code path (frame folders, several seeds, aggregate report)
+# end to end on a CPU in about two minutes.
+SMOKE = {
+    "warm_scenes": 40,
+    "train_scenes": 30,
+    "test_scenes": 16,
+    "warm_steps": 8,
+    "warm_batch": 8,
+    "lab_workers": 1,
+    "eval_batch_size": 16,
+    "model": _CPU_MODEL,
+    "rl": {**_CPU_RL, "grpo.max_steps": 2, "grpo.num_generations": 2, "grpo.per_device_train_batch_size": 2},
+}
+
+
+def get_preset(name: str, smoke: bool = False, **changes: Any) -> DemoPreset:
+    """A preset by name; ``smoke`` shrinks it to a toy run of the same path; ``changes`` replace fields."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown demo preset {name!r}; presets: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if smoke:
+        preset = dataclasses.replace(preset, name=f"{name}-smoke", **SMOKE)
+    return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
+    """A preset with ``FIELD=VALUE`` changes (values are YAML scalars): a field (``warm_steps=300``), a key
+    of a mapping field (``model.hidden_size=256``, ``rl.grpo.max_steps=40``, ``video.max_frames=16``) or
+    of one stage's settings (``stage_rl.cdpo.grpo.beta=-0.05``)."""
+    import yaml
+
+    changes: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(DemoPreset)}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        head, _, rest = key.strip().partition(".")
+        if not sep or head not in names or head == "name":
+            raise ValueError(
+                f"--set expects FIELD=VALUE with a demo preset field ({', '.join(n for n in names if n != 'name')}), "
+                f"got {item!r}"
+            )
+        value = yaml.safe_load(raw)
+        current = changes.get(head, getattr(preset, head))
+        if not isinstance(current, dict):
+            if rest:
+                raise ValueError(f"--set {item!r}: {head} is not a mapping")
+            changes[head] = tuple(value) if isinstance(current, tuple) else value
+        elif head == "stage_rl":
+            stage, _, setting = rest.partition(".")
+            if not setting:
+                raise ValueError(f"--set {item!r}: expected stage_rl.STAGE.KEY=VALUE")
+            changes[head] = {**current, stage: {**current.get(stage, {}), setting: value}}
+        elif not rest:
+            raise ValueError(f"--set {item!r}: {head} is a mapping; set one of its keys ({head}.KEY=VALUE)")
+        else:
+            changes[head] = {**current, rest: value}
+    return dataclasses.replace(preset, **changes) if changes else preset

@@ -1,0 +1,258 @@
+"""Warm start: a short supervised fine-tuning that gives a tiny random-init model partial competence.
+
+The paper starts RL from a pretrained model that already reasons a little (Qwen2.5-VL-3B: 73.9% on
+CLEVRER's inferential questions zero-shot). A tiny model built by `videothinker.models.tiny` knows
+nothing, so the demo first teaches it, briefly, on lab questions of both kinds, in the RL answer
+format. This stand-in for pretraining is plain teacher forcing: next-token cross-entropy on the
+completion tokens only (the prompt, video tokens included, is context, not target).
+
+Targets spell out a short chain of thought from the scene's annotation, then the answer::
+
+    <think>Seen: A, C. Without it: A, D.</think><answer>A,D</answer>
+
+"Seen" lists the choices whose collision the video shows; "Without it" those that happen once the
+object is removed (the counterfactual, read from the question's correct choices); the answer is the
+latter, or its complement for "what will *not* happen?". An observational question has the same two
+lists; an inferential one does not. The shortcut the paper describes is answering from the first list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from videothinker.config import VideoConfig
+from videothinker.console import print0, progress
+from videothinker.data.clevrer import Annotation, parse_choice, parse_question, resolve
+from videothinker.data.records import Record
+
+IGNORE_INDEX = -100
+LOG_FILE = "log.jsonl"
+
+
+def _letters(letters: list[str]) -> str:
+    return ", ".join(letters) if letters else "none"
+
+
+def reasoning_target(record: Record, annotation: Annotation) -> str:
+    """The warm-start completion of a lab (or CLEVRER) counterfactual record: what the video shows,
+    what happens without the removed object, and the answer (see the module docstring).
+
+    Args:
+        record: a record written by `videothinker.data.clevrer` (question text + lettered choices).
+        annotation: the annotation of the record's scene (its objects and collisions).
+    """
+    removed_text, negated = parse_question(record.problem)
+    removed = resolve(removed_text, annotation.objects)
+    answer = record.solution.split(",")
+    seen, happens = [], []
+    for letter, option in zip(record.letters, record.options):
+        a, b = (
+            resolve(d, annotation.objects, exclude=removed) for d in parse_choice(option.split(".", 1)[1])
+        )
+        if frozenset((a, b)) in annotation.collisions:
+            seen.append(letter)
+        if (letter in answer) != negated:
+            happens.append(letter)
+    return (
+        f"<think>Seen: {_letters(seen)}. Without it: {_letters(happens)}.</think>"
+        f"<answer>{record.solution}</answer>"
+    )
+
+
+def reasoning_targets(records: list[Record], annotations: str | Path) -> list[str]:
+    """`reasoning_target` of each record, its annotation read from the flat folder ``annotations``
+    (``annotation_<scene_index:05d>.json``, the lab's layout)."""
+    cache: dict[int, Annotation] = {}
+    out = []
+    for record in records:
+        index = int(record.extra["scene_index"])
+        if index not in cache:
+            cache[index] = Annotation.load(Path(annotations) / f"annotation_{index:05d}.json", index)
+        out.append(reasoning_target(record, cache[index]))
+    return out
+
+
+def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):
+    """Model inputs of prompt + completion sequences with labels on the completion tokens only.
+
+    Each prompt is rendered as for sampling (`videothinker.models.inputs.build_inputs`, ending with the
+    assistant turn's opening), then its completion and the end-of-turn token are appended, so the
+    model learns to answer and to stop. Sequences are right padded.
+
+    Returns:
+        The BatchFeature of `build_inputs` with input_ids, attention_mask (and any other [B, P]
+        tensor, e.g. mm_token_type_ids) extended to [B, L], and labels [B, L]: the token id where
+        the token is part of a completion (or its end token), IGNORE_INDEX elsewhere.
+    """
+    from videothinker.models.inputs import build_inputs
+
+    inputs = build_inputs(processor, prompts, visuals, padding_side="right")
+    tokenizer = processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]  # [B, P]
+    lengths = mask.sum(dim=1).tolist()
+    tails = [tokenizer(c, add_special_tokens=False)["input_ids"] + [end] for c in completions]
+    width = max(n + len(t) for n, t in zip(lengths, tails))
+    B = ids.shape[0]
+    new_ids = torch.full((B, width), pad, dtype=ids.dtype)
+    new_mask = torch.zeros((B, width), dtype=mask.dtype)
+    labels = torch.full((B, width), IGNORE_INDEX, dtype=torch.long)
+    for row, (n, tail) in enumerate(zip(lengths, tails)):
+        new_ids[row, :n] = ids[row, :n]
+        new_ids[row, n : n + len(tail)] = torch.tensor(tail, dtype=ids.dtype)
+        new_mask[row, : n + len(tail)] = 1
+        labels[row, n : n + len(tail)] = torch.tensor(tail)
+    for key, value in list(inputs.items()):  # other per-token tensors: extended with zeros
+        if key not in ("input_ids", "attention_mask") and torch.is_tensor(value) and value.shape == ids.shape:
+            grown = torch.zeros((B, width), dtype=value.dtype)
+            grown[:, : value.shape[1]] = value
+            inputs[key] = grown
+    inputs["input_ids"], inputs["attention_mask"], inputs["labels"] = new_ids, new_mask, labels
+    return inputs
+
+
+def completion_loss(model, batch) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled (completion) tokens of a `completion_batch`."""
+    labels = batch["labels"]  # [B, L]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits  # [B, L, V]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
+
+
+@dataclass
+class WarmStartConfig:
+    """Settings of a warm start (the demo's presets choose them).
+
+    Attributes:
+        steps: optimizer steps.
+        learning_rate: AdamW peak learning rate (linear warmup over 5% of steps, cosine decay to 10%).
+        batch_size: records per step.
+        seed: seed of the record order.
+        template: training prompt template (`videothinker.data.prompts.train_prompt`), as RL uses.
+        eval_prompt_share: share of examples asked with the evaluation prompt
+            (`videothinker.data.prompts.eval_prompt`) instead, so that the model answers both in the
+            RL format, as a pretrained model would.
+        device: "auto" (cuda when visible), "cpu" or "cuda".
+        bf16: bfloat16 autocast on CUDA.
+        video: frame sampling (the same as the RL stages', so the model sees the same frames).
+    """
+
+    steps: int = 100
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    seed: int = 0
+    template: str = "mixed"
+    eval_prompt_share: float = 0.5
+    device: str = "auto"
+    bf16: bool = False
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    warmup = max(1, math.ceil(0.05 * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+
+def warm_start(
+    model_dir: str | Path,
+    records: list[Record],
+    targets: list[str],
+    out_dir: str | Path,
+    config: WarmStartConfig,
+) -> Path:
+    """Fine-tune the model of ``model_dir`` on (record prompt -> target completion) pairs and save it.
+
+    Writes ``out_dir``/log.jsonl (one line per step: step, loss, lr) and the model in HF format at
+    ``out_dir``/final (written under a temporary name, then renamed); returns that folder.
+    """
+    from videothinker.data.prompts import eval_prompt, train_prompt
+    from videothinker.data.video import load_visual
+    from videothinker.eval.generation import resolve_device
+    from videothinker.models.loading import load_model, load_processor, processor_size_factor
+
+    if len(records) != len(targets) or not records:
+        raise ValueError(f"warm start needs one target per record, got {len(records)} and {len(targets)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    processor = load_processor(model_dir)
+    model = load_model(model_dir, dtype="float32", device=device)
+    size_factor = config.video.size_factor or processor_size_factor(processor)
+    prompts = [(train_prompt(r, config.template), eval_prompt(r)) for r in records]
+    frames: dict[str, object] = {}  # a few hundred small clips: decode each once
+
+    def visual(record: Record):
+        if record.video is None:
+            return None
+        if record.video not in frames:
+            frames[record.video] = load_visual(
+                record.video, record.data_type, config.video, size_factor, fps=record.extra.get("fps")
+            )
+        return frames[record.video]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    log = (out_dir / LOG_FILE).open("w", encoding="utf-8")
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device == "cuda")
+    with progress() as bar, log:
+        task = bar.add_task("warm start", total=config.steps, info="")
+        for step in range(config.steps):
+            started = time.perf_counter()
+            while len(order) < config.batch_size:
+                more = list(range(len(records)))
+                rng.shuffle(more)
+                order += more
+            picked, order = order[: config.batch_size], order[config.batch_size :]
+            batch = completion_batch(
+                processor,
+                [prompts[i][rng.random() < config.eval_prompt_share] for i in picked],
+                [visual(records[i]) for i in picked],
+                [targets[i] for i in picked],
+            ).to(device)
+            lr = config.learning_rate * _lr_factor(step, config.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                loss = completion_loss(model, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            row = {
+                "step": step + 1,
+                "loss": float(loss.detach()),
+                "lr": lr,
+                "step_time": time.perf_counter() - started,
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.update(task, completed=step + 1, info=f"loss {row['loss']:.3f}")
+    (out_dir / "warm_start.json").write_text(
+        json.dumps({"model": str(model_dir), "records": len(records), **asdict(config)}, indent=2)
+    )
+    final, tmp = out_dir / "final", out_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    print0(f"warm start: {config.steps} steps, last loss {row['loss']:.3f}; model at {final}")
+    return final

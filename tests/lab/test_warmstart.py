@@ -1,0 +1,164 @@
+"""The warm start: reasoning targets by hand, the label mask by hand (loss only on completion tokens),
+and a short warm start that lowers the completion loss on its data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from videothinker.data.clevrer import Annotation
+from videothinker.data.records import load_records, parse_record
+from videothinker.data.video import SampledVideo
+from videothinker.lab.warmstart import (
+    IGNORE_INDEX,
+    WarmStartConfig,
+    completion_batch,
+    completion_loss,
+    reasoning_target,
+    reasoning_targets,
+    warm_start,
+)
+from videothinker.models.loading import load_model, load_processor
+
+SMALL_VIDEO = {"fps": 2.0, "min_frames": 2, "max_frames": 4, "min_pixels": 3136, "max_pixels": 3136}
+
+
+def _record(problem: str, options: list[str], solution: str):
+    return parse_record({"problem": problem, "options": options, "solution": solution, "scene_index": 0})
+
+
+def test_reasoning_target_by_hand():
+    # A chain on one lane: red cube (0) hits blue sphere (1), which hits green cylinder (2).
+    # The yellow cube (3) rests on another lane.
+    objects = {
+        0: {"color": "red", "material": "rubber", "shape": "cube"},
+        1: {"color": "blue", "material": "metal", "shape": "sphere"},
+        2: {"color": "green", "material": "rubber", "shape": "cylinder"},
+        3: {"color": "yellow", "material": "metal", "shape": "cube"},
+    }
+    annotation = Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))})
+    options = [
+        "A. The sphere collides with the cylinder",  # seen; without the red cube: does not happen
+        "B. The yellow cube and the cylinder collide",  # never
+        "C. The sphere and the yellow object collide",  # never
+    ]
+    # Removing the striker cancels the chain: nothing listed happens, so all three "will not happen".
+    will_not = _record("Without the red object, what will not happen?", options, "A,B,C")
+    assert reasoning_target(will_not, annotation) == (
+        "<think>Seen: A. Without it: none.</think><answer>A,B,C</answer>"
+    )
+    # Removing the resting yellow cube changes nothing: an observational question.
+    observational = _record("Which of the following will happen if the yellow cube is removed?", options, "A")
+    assert reasoning_target(observational, annotation) == (
+        "<think>Seen: A. Without it: A.</think><answer>A</answer>"
+    )
+    # Removing the sphere inside the chain: the red cube travels on and hits the cylinder.
+    middle = _record(
+        "Which of the following will happen if the blue sphere is removed?",
+        [
+            "A. The red cube collides with the cylinder",  # not seen; happens without the sphere
+            "B. The red cube and the yellow cube collide",  # never
+            "C. The cylinder and the yellow object collide",  # never
+        ],
+        "A",
+    )
+    assert (
+        reasoning_target(middle, annotation) == "<think>Seen: none. Without it: A.</think><answer>A</answer>"
+    )
+
+
+def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):
+    processor = load_processor(tiny_qwen2_5_vl_dir)
+    tokenizer = processor.tokenizer
+    frames = torch.randint(0, 255, (2, 3, 56, 56), dtype=torch.uint8)
+    video = SampledVideo(frames=frames, fps=2.0, path="v.mp4")
+    prompts = ["Which will happen?", "Which of the following will not happen if the cube is removed?"]
+    completions = ["<think>Seen: A.</think><answer>A</answer>", "<think>x</think><answer>B,C</answer>"]
+    batch = completion_batch(processor, prompts, [video, None], completions)
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert ids.shape == mask.shape == labels.shape
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for row, completion in enumerate(completions):
+        target = tokenizer(completion, add_special_tokens=False)["input_ids"] + [end]
+        labelled = (labels[row] != IGNORE_INDEX).nonzero().squeeze(1).tolist()
+        # one contiguous run of len(target) positions, ending where the attention mask ends
+        length = int(mask[row].sum())
+        assert labelled == list(range(length - len(target), length))
+        assert labels[row, labelled].tolist() == ids[row, labelled].tolist() == target
+        # everything before it is the prompt as rendered for sampling, ending with the assistant turn
+        prompt_text = tokenizer.decode(ids[row, : labelled[0]])
+        assert prompt_text.endswith("<|im_start|>assistant\n")
+        assert prompts[row] in prompt_text
+        assert tokenizer.decode(ids[row, labelled]) == completion + "<|im_end|>"
+        assert (labels[row, length:] == IGNORE_INDEX).all() and (mask[row, length:] == 0).all()
+    # the video's tokens are in the first row's prompt and never labelled
+    video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert (ids[0] == video_pad).sum() > 0 and (labels[ids == video_pad] == IGNORE_INDEX).all()
+    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
+    assert torch.isfinite(completion_loss(model, batch))
+
+
+def test_completion_loss_ignores_prompt_tokens(tiny_qwen2_5_vl_dir):
+    """The loss equals the hand-computed mean cross-entropy over the labelled positions only."""
+    processor = load_processor(tiny_qwen2_5_vl_dir)
+    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
+    batch = completion_batch(
+        processor, ["Is it red?", "Which moves?"], [None, None], ["<answer>A</answer>", "B"]
+    )
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        loss = completion_loss(model, batch)
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    terms = []
+    labels = batch["labels"]
+    for row in range(labels.shape[0]):
+        for t in range(1, labels.shape[1]):
+            if labels[row, t] != IGNORE_INDEX:  # position t is predicted by the logits at t - 1
+                terms.append(-logprobs[row, t - 1, labels[row, t]])
+    assert len(terms) == int((labels != IGNORE_INDEX).sum())
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+@pytest.fixture(scope="module")
+def micro_lab(tmp_path_factory) -> Path:
+    from videothinker.data.clevrer import convert, write_records
+    from videothinker.lab import LabConfig, generate_lab
+
+    root = tmp_path_factory.mktemp("lab")
+    generate_lab(root, LabConfig(scenes=6, observational_ratio=0.5, seed=0, video_format="png"))
+    records, _ = convert(
+        root / "questions.json", root / "annotations", root / "videos", root / "r.jsonl", frame_fps=8
+    )
+    write_records(records, root / "r.jsonl")
+    return root
+
+
+def test_warm_start_lowers_completion_loss(tiny_qwen2_5_vl_dir, micro_lab, tmp_path):
+    from videothinker.config import VideoConfig
+    from videothinker.data.prompts import train_prompt
+    from videothinker.data.video import load_visual
+
+    records = load_records(micro_lab / "r.jsonl")[:6]
+    targets = reasoning_targets(records, micro_lab / "annotations")
+    assert all(t.startswith("<think>Seen: ") and t.endswith("</answer>") for t in targets)
+    video = VideoConfig(**SMALL_VIDEO)
+    config = WarmStartConfig(
+        steps=12, learning_rate=3e-3, batch_size=6, device="cpu", video=video, eval_prompt_share=0
+    )
+    processor = load_processor(tiny_qwen2_5_vl_dir)
+    visuals = [load_visual(r.video, r.data_type, video, 28, fps=r.extra["fps"]) for r in records]
+    batch = completion_batch(processor, [train_prompt(r) for r in records], visuals, targets)
+
+    def loss_of(folder) -> float:
+        with torch.no_grad():
+            return float(completion_loss(load_model(folder, dtype="float32"), batch))
+
+    final = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "warm", config)
+    before, after = loss_of(tiny_qwen2_5_vl_dir), loss_of(final)
+    assert after < 0.8 * before, (before, after)
+    log = [json.loads(line) for line in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 13))
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()

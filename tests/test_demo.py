@@ -1,0 +1,148 @@
+"""The main job end to end at micro size through the CLI: every phase runs, report.md's numbers equal
+each model's metrics.json and what `videothinker score` recomputes from the saved predictions, a
+rerun skips every finished phase, and the gpu path (PNG frame folders) needs no PyAV."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+
+from videothinker.cli import main
+from videothinker.demo.presets import PRESETS, apply_overrides, get_preset
+from videothinker.eval.metrics import format_percent
+
+pytestmark = pytest.mark.slow
+
+# The gpu preset's path (frame folders, several seeds) at micro size: a few scenes, 1-2 steps a stage.
+MICRO = [
+    "--preset", "gpu", "--smoke", "--device", "cpu", "--threads", "1",
+    "--set", "warm_scenes=8", "--set", "train_scenes=8", "--set", "test_scenes=5",
+    "--set", "warm_steps=2", "--set", "warm_batch=4",
+    "--set", "model.hidden_size=32", "--set", "model.intermediate_size=64",
+    "--set", "model.vision_hidden_size=32", "--set", "model.vision_intermediate_size=64",
+    "--set", "video.max_frames=4", "--set", "rl.grpo.max_steps=1", "--set", "rl.grpo.max_completion_length=8",
+    "--set", "max_new_tokens=8",
+]  # fmt: skip
+MODELS = {"base": "base", "bias": "bias", "cdpo": "CDPO", "grpo": "GRPO"}
+
+
+def _report_table(report: str) -> dict[str, list[str]]:
+    """Rows of report.md's first table: model -> [observational, inferential, overall, questions]."""
+    section = report.split("## Accuracy on the held-out test set (%)")[1].split("##")[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    return {row[0]: row[1:] for row in rows[2:]}  # after the header and the separator
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One micro demo with PyAV made unimportable (as on the GPU machine); returns (out, first output)."""
+    out = tmp_path_factory.mktemp("demo") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+        assert main(["demo", *MICRO, "--out", str(out)]) == 0
+    return out
+
+
+def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
+    out = demo_run
+    records = out / "lab" / "test" / "lab_test.jsonl"
+    first = json.loads(records.read_text().splitlines()[0])
+    assert first["data_type"] == "frame" and first["fps"] == 8.0  # PNG frame folders, no PyAV used
+    report = (out / "report.md").read_text()
+    table = _report_table(report)
+    assert set(table) == set(MODELS.values())
+    for name, label in MODELS.items():
+        metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
+        kinds = metrics["question_kinds"]
+        expected = [
+            format_percent(kinds.get("observational", {}).get("accuracy")),
+            format_percent(kinds.get("inferential", {}).get("accuracy")),
+            format_percent(metrics["overall"]["accuracy"]),
+            str(metrics["overall"]["scored"]),
+        ]
+        assert table[label] == expected, name
+        assert metrics["counts"]["scored"] == metrics["counts"]["records"] > 0
+        rescored = tmp_path / name
+        argv = [
+            "score",
+            "--benchmark",
+            str(records),
+            "--predictions",
+            str(out / "eval" / name / "predictions.jsonl"),
+        ]
+        assert main([*argv, "--out", str(rescored)]) == 0
+        assert json.loads((rescored / "metrics.json").read_text()) == metrics
+    for stage in ("bias", "cdpo", "grpo"):
+        assert (out / "train" / stage / "final" / "model.safetensors").is_file()
+        assert (out / "train" / stage / "log.jsonl").is_file()
+    config = (out / "train" / "cdpo" / "config.yaml").read_text()
+    assert f"reference: {out / 'train' / 'bias' / 'final'}" in config  # CDPO repels from the bias model
+    assert "beta: -0.01" in config
+    for figure in ("accuracy_per_kind.png", "training_curves.png"):
+        assert (out / figure).is_file() and f"]({figure})" in report
+    assert "## The paper's claims on this run" in report and "tiny random-init" in report
+
+
+def test_rerun_skips_finished_phases(demo_run, capsys):
+    out = demo_run
+    phases = json.loads((out / "phases.json").read_text())
+    assert list(phases) == [
+        "data", "base", "train-bias", "train-cdpo", "train-grpo",
+        "eval-base", "eval-bias", "eval-cdpo", "eval-grpo", "report",
+    ]  # fmt: skip
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["demo", *MICRO, "--out", str(out)]) == 0
+    printed = capsys.readouterr().err
+    assert len(re.findall(r"done\s+earlier\s+\(\d+s\),\s+skipped", printed)) == 10
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # nothing rewritten
+    # a rerun into the folder with other settings is refused instead of mixing runs
+    assert main(["demo", *MICRO, "--set", "warm_steps=3", "--out", str(out)]) == 1
+
+
+def test_seeds_write_an_aggregate_report(tmp_path):
+    out = tmp_path / "seeds"
+    assert (
+        main(
+            ["demo", *MICRO, "--set", "test_scenes=3", "--seeds", "0", "1", "--jobs", "2", "--out", str(out)]
+        )
+        == 0
+    )
+    report = (out / "report.md").read_text()
+    assert "2 seeds" in report and "seed-0/report.md" in report and "seed-1/report.md" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ")]
+    base = next(r for r in rows if r.startswith("| base |"))
+    seeds = [json.loads((out / f"seed-{s}" / "eval" / "base" / "metrics.json").read_text()) for s in (0, 1)]
+    overall = [100 * m["overall"]["accuracy"] for m in seeds]
+    mean = sum(overall) / 2
+    assert f"{mean:.1f} ± " in base.split(" | ")[3]
+    assert (out / "training_curves.png").is_file()
+    # the seeds differ: different scenes (each seed is its own replicate)
+    questions = [
+        json.loads((out / f"seed-{s}" / "lab" / "test" / "questions.json").read_text()) for s in (0, 1)
+    ]
+    assert questions[0] != questions[1]
+
+
+def test_presets_and_overrides():
+    assert set(PRESETS) == {"quick", "default", "gpu"}
+    assert PRESETS["gpu"].video_format == "png" and PRESETS["default"].video_format == "mp4"
+    for preset in PRESETS.values():
+        assert preset.train_observational == 0.74 and 0 < preset.test_observational < 1
+    changed = apply_overrides(
+        get_preset("default"),
+        ["warm_steps=7", "model.hidden_size=96", "rl.grpo.max_steps=3", "stage_rl.cdpo.grpo.beta=-0.05"],
+    )
+    assert changed.warm_steps == 7 and changed.model["hidden_size"] == 96
+    assert changed.model["num_hidden_layers"] == PRESETS["default"].model["num_hidden_layers"]
+    assert changed.stage_overrides("cdpo")[
+        "grpo.beta"
+    ] == -0.05 and "grpo.beta" not in changed.stage_overrides("grpo")
+    assert changed.stage_overrides("bias")["grpo.max_steps"] == 3
+    with pytest.raises(ValueError, match="preset field"):
+        apply_overrides(get_preset("default"), ["nonsense=1"])
+    with pytest.raises(ValueError, match="is a mapping"):
+        apply_overrides(get_preset("default"), ["model=3"])
