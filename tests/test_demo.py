@@ -53,7 +53,7 @@ def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
     assert first["data_type"] == "frame" and first["fps"] == 8.0  # PNG frame folders, no PyAV used
     report = (out / "report.md").read_text()
     table = _report_table(report)
-    assert set(table) == set(MODELS.values())
+    assert set(table) == {*MODELS.values(), "answer prior (no video)"}
     for name, label in MODELS.items():
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         kinds = metrics["question_kinds"]
@@ -146,3 +146,45 @@ def test_presets_and_overrides():
         apply_overrides(get_preset("default"), ["nonsense=1"])
     with pytest.raises(ValueError, match="is a mapping"):
         apply_overrides(get_preset("default"), ["model=3"])
+
+
+def test_answer_prior_by_hand(tmp_path):
+    from videothinker.demo.report import answer_prior
+
+    def write(name, rows):
+        records = [
+            {
+                "problem": question,
+                "options": [f"{letter}. The cube and the sphere collide" for letter in "ABCD"[:n]],
+                "solution": f"<answer>{solution}</answer>",
+                "question_kind": kind,
+            }
+            for question, n, solution, kind in rows
+        ]
+        (tmp_path / name).write_text("\n".join(json.dumps(r) for r in records))
+        return tmp_path / name
+
+    will, will_not = (
+        "Which of the following will happen if the cube is removed?",
+        "Without the cube, what will not happen?",
+    )
+    train = write(
+        "train.jsonl",
+        [
+            (will, 3, "A", "observational"),  # form (will, 3): A twice, B once -> guess A
+            (will, 3, "A", "inferential"),
+            (will, 3, "B", "observational"),
+            (will_not, 4, "A,B,C,D", "inferential"),  # form (will not, 4): guess A,B,C,D
+        ],
+    )
+    test = write(
+        "test.jsonl",
+        [
+            (will, 3, "A", "observational"),  # right
+            (will, 3, "C", "inferential"),  # wrong
+            (will_not, 4, "A,B,C,D", "inferential"),  # right
+            (will_not, 3, "A", "observational"),  # a form never seen in training: wrong
+        ],
+    )
+    prior = answer_prior([train], test)
+    assert prior == {"overall": 0.5, "observational": 0.5, "inferential": 0.5, "count": 4.0}

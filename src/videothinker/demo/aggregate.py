@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from videothinker.console import print0, warn
-from videothinker.demo.report import KINDS, NAMES, accuracy, claims, paired_difference, record_scores
+from videothinker.demo.report import (
+    KINDS,
+    NAMES,
+    PRIOR,
+    accuracy,
+    answer_prior,
+    paired_difference,
+    record_scores,
+)
 
 GROUPS = (*KINDS, "overall")
 
@@ -129,6 +137,11 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
         )
         lines.append(f"| {NAMES[name]} | " + " | ".join(cells) + f" | {per_seed} |")
 
+    priors = [answer_prior([p.records("warm"), p.records("train")], p.records("test")) for p in runs.values()]
+    cells = [_mean_std([prior[g] for prior in priors if g in prior]) for g in GROUPS]
+    per_seed = ", ".join("/".join(f"{100 * prior.get(k, 0):.1f}" for k in KINDS[::-1]) for prior in priors)
+    lines.append(f"| {PRIOR} | " + " | ".join(cells) + f" | {per_seed} |")
+
     scores = {
         seed: {name: record_scores(p.eval(name), p.records("test")) for name in MODELS}
         for seed, p in runs.items()
@@ -193,6 +206,3 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
     path = out / "report.md"
     path.write_text("\n".join(text), encoding="utf-8")
     return path
-
-
-__all__ = ["claims", "run_seeds_in_processes", "write_aggregate_report"]

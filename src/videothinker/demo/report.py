@@ -26,8 +26,12 @@ def accuracy(metrics: dict[str, Any], group: str) -> float | None:
     return None if entry is None else entry["accuracy"]
 
 
-def accuracy_table(metrics: dict[str, dict[str, Any]]) -> str:
-    """Markdown table: one row per model, observational / inferential / overall accuracy (%), count."""
+PRIOR = "answer prior (no video)"
+
+
+def accuracy_table(metrics: dict[str, dict[str, Any]], prior: dict[str, float] | None = None) -> str:
+    """Markdown table: one row per model, observational / inferential / overall accuracy (%), count;
+    then, if given, the answer-prior baseline (`answer_prior`)."""
     lines = [
         "| model | observational | inferential | overall | questions |",
         "| --- | --- | --- | --- | --- |",
@@ -35,7 +39,39 @@ def accuracy_table(metrics: dict[str, dict[str, Any]]) -> str:
     for name, m in metrics.items():
         cells = [format_percent(accuracy(m, g)) for g in (*KINDS, "overall")]
         lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + f" | {m['overall']['scored']} |")
+    if prior is not None:
+        cells = [format_percent(prior.get(g)) for g in (*KINDS, "overall")]
+        lines.append(f"| {PRIOR} | " + " | ".join(cells) + f" | {prior['count']:.0f} |")
     return "\n".join(lines)
+
+
+def _question_form(record) -> tuple[bool, int]:
+    from videothinker.data.clevrer import parse_question
+
+    return parse_question(record.problem)[1], len(record.options)
+
+
+def answer_prior(train_files: list[Path], test_file: Path) -> dict[str, float]:
+    """Accuracy on the test questions of answering each with the most common answer among the training
+    questions of the same form (asks what will or will *not* happen; number of choices): what a model
+    that ignores the video can reach from the text alone. Keys: the kinds, "overall", "count"."""
+    from collections import Counter, defaultdict
+
+    from videothinker.data.records import load_records
+
+    counts: dict[tuple[bool, int], Counter] = defaultdict(Counter)
+    for path in train_files:
+        for record in load_records(path):
+            counts[_question_form(record)][record.solution] += 1
+    scores: dict[str, list[float]] = defaultdict(list)
+    for record in load_records(test_file):
+        guess = counts[_question_form(record)].most_common(1)
+        right = float(bool(guess) and guess[0][0] == record.solution)
+        scores["overall"].append(right)
+        scores[record.question_kind or "unlabelled"].append(right)
+    out = {k: sum(v) / len(v) for k, v in scores.items()}
+    out["count"] = float(len(scores["overall"]))
+    return out
 
 
 def record_scores(eval_dir: Path, records_file: Path) -> dict[tuple[str, str], dict[str, float]]:
@@ -105,6 +141,7 @@ def write_demo_report(
     from videothinker.eval.report import write_report
 
     scores = {name: record_scores(paths.eval(name), paths.records("test")) for name in MODELS}
+    prior = answer_prior([paths.records("warm"), paths.records("train")], paths.records("test"))
     timing = ", ".join(f"{name} {_fmt_seconds(s)}" for name, s in seconds.items())
     intro = "\n".join(
         [
@@ -117,7 +154,11 @@ def write_demo_report(
             "",
             "## Accuracy on the held-out test set (%)",
             "",
-            accuracy_table(metrics),
+            accuracy_table(metrics, prior),
+            "",
+            "The last row answers every test question with the most common answer among the warm-start and "
+            "training questions of the same form (what will / will not happen; number of choices), without the "
+            "video: a model near it has learned the answer statistics of the text, not to read the video.",
             "",
             "## The paper's claims on this run",
             "",

@@ -23,6 +23,7 @@ import math
 import random
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -206,27 +207,40 @@ def warm_start(
             )
         return frames[record.video]
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     rng = random.Random(config.seed)
     order: list[int] = []
+
+    def next_batch() -> tuple[list[str], list[Record], list[str]]:
+        """The next records (shuffled epochs), each with its prompt template drawn."""
+        nonlocal order
+        while len(order) < config.batch_size:
+            more = list(range(len(records)))
+            rng.shuffle(more)
+            order += more
+        picked, order = order[: config.batch_size], order[config.batch_size :]
+        return (
+            [prompts[i][rng.random() < config.eval_prompt_share] for i in picked],
+            [records[i] for i in picked],
+            [targets[i] for i in picked],
+        )
+
+    def build(plan: tuple[list[str], list[Record], list[str]]):
+        chosen_prompts, chosen, chosen_targets = plan
+        return completion_batch(processor, chosen_prompts, [visual(r) for r in chosen], chosen_targets)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     log = (out_dir / LOG_FILE).open("w", encoding="utf-8")
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device == "cuda")
-    with progress() as bar, log:
+    # The next batch is tokenised and patchified in a worker thread while this one trains.
+    with progress() as bar, log, ThreadPoolExecutor(max_workers=1) as pool:
         task = bar.add_task("warm start", total=config.steps, info="")
+        upcoming = pool.submit(build, next_batch())
         for step in range(config.steps):
             started = time.perf_counter()
-            while len(order) < config.batch_size:
-                more = list(range(len(records)))
-                rng.shuffle(more)
-                order += more
-            picked, order = order[: config.batch_size], order[config.batch_size :]
-            batch = completion_batch(
-                processor,
-                [prompts[i][rng.random() < config.eval_prompt_share] for i in picked],
-                [visual(records[i]) for i in picked],
-                [targets[i] for i in picked],
-            ).to(device)
+            batch = upcoming.result().to(device)
+            if step + 1 < config.steps:
+                upcoming = pool.submit(build, next_batch())
             lr = config.learning_rate * _lr_factor(step, config.steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
