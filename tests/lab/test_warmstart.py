@@ -15,6 +15,7 @@ from videothinker.data.video import SampledVideo
 from videothinker.lab.warmstart import (
     IGNORE_INDEX,
     WarmStartConfig,
+    choice_facts,
     completion_batch,
     completion_loss,
     reasoning_target,
@@ -68,6 +69,10 @@ def test_reasoning_target_by_hand():
     assert (
         reasoning_target(middle, annotation) == "<think>Seen: none. Without it: A.</think><answer>A</answer>"
     )
+    # The shortcut answer reads the video: right when observational, wrong when inferential.
+    assert choice_facts(observational, annotation).shortcut_answer == "A" == observational.solution
+    assert choice_facts(middle, annotation).shortcut_answer == ""  # nothing listed is seen
+    assert choice_facts(will_not, annotation).shortcut_answer == "B,C"  # "not happen": the unseen ones
 
 
 def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):

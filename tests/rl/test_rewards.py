@@ -68,7 +68,11 @@ def test_format_reward(completion, expected):
 
 
 def test_registry_and_import_path():
-    assert get_reward("accuracy") is accuracy_reward and set(REWARDS) == {"accuracy", "format"}
+    assert get_reward("accuracy") is accuracy_reward and set(REWARDS) == {
+        "accuracy",
+        "exact_accuracy",
+        "format",
+    }
     assert get_reward("videothinker.rl.rewards:format_reward") is format_reward
     assert get_reward("videothinker.rl.rewards.format_reward") is format_reward
     for bad in ("nope", "no.such.module:fn", "videothinker.rl.rewards:missing"):
@@ -112,3 +116,18 @@ def test_choice_credit_property(gold, pred, sep):
     )[0]
     expected = len(pred) / len(gold) if pred <= gold else 0.0
     assert value == pytest.approx(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    gold=st.sets(st.sampled_from("ABCD"), min_size=1),
+    pred=st.sets(st.sampled_from("ABCD"), min_size=1),
+)
+def test_exact_accuracy_is_the_evaluation_score(gold, pred):
+    """No partial credit: 1 only for the exact letter set, as `videothinker.eval.scoring` scores it."""
+    from videothinker.eval.scoring import score_answer
+    from videothinker.rl.rewards import exact_accuracy_reward
+
+    completion, solution = f"<answer>{','.join(sorted(pred))}</answer>", ",".join(sorted(gold))
+    value = exact_accuracy_reward([completion], [solution])[0]
+    assert value == float(pred == gold) == score_answer(completion, solution, "multiple choice").score

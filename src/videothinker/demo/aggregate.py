@@ -23,6 +23,7 @@ from videothinker.demo.report import (
     answer_prior,
     paired_difference,
     record_scores,
+    shortcut_rate,
 )
 
 GROUPS = (*KINDS, "overall")
@@ -120,11 +121,11 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
     header = (
         "| model | "
         + " | ".join(f"{g} (mean ± sd)" for g in GROUPS)
-        + " | per seed: "
+        + " | inferential answered as the video shows | per seed: "
         + " / ".join(KINDS[::-1])
         + " |"
     )
-    lines = [header, "|" + " --- |" * (len(GROUPS) + 2)]
+    lines = [header, "|" + " --- |" * (len(GROUPS) + 3)]
     for name in MODELS:
         cells = [
             _mean_std(
@@ -132,6 +133,11 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
             )
             for g in GROUPS
         ]
+        rates = [
+            shortcut_rate(p.eval(name), p.records("test"), p.lab("test") / "annotations")
+            for p in runs.values()
+        ]
+        cells.append(_mean_std([r for r in rates if r is not None]))
         per_seed = ", ".join(
             "/".join(f"{100 * (accuracy(metrics[s][name], k) or 0):.1f}" for k in KINDS[::-1]) for s in seeds
         )
@@ -140,7 +146,7 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
     priors = [answer_prior([p.records("warm"), p.records("train")], p.records("test")) for p in runs.values()]
     cells = [_mean_std([prior[g] for prior in priors if g in prior]) for g in GROUPS]
     per_seed = ", ".join("/".join(f"{100 * prior.get(k, 0):.1f}" for k in KINDS[::-1]) for prior in priors)
-    lines.append(f"| {PRIOR} | " + " | ".join(cells) + f" | {per_seed} |")
+    lines.append(f"| {PRIOR} | " + " | ".join(cells) + f" | - | {per_seed} |")
 
     scores = {
         seed: {name: record_scores(p.eval(name), p.records("test")) for name in MODELS}

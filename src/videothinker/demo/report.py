@@ -29,20 +29,50 @@ def accuracy(metrics: dict[str, Any], group: str) -> float | None:
 PRIOR = "answer prior (no video)"
 
 
-def accuracy_table(metrics: dict[str, dict[str, Any]], prior: dict[str, float] | None = None) -> str:
-    """Markdown table: one row per model, observational / inferential / overall accuracy (%), count;
+def accuracy_table(
+    metrics: dict[str, dict[str, Any]],
+    prior: dict[str, float] | None = None,
+    shortcut: dict[str, float | None] | None = None,
+) -> str:
+    """Markdown table: one row per model, observational / inferential / overall accuracy (%), the share
+    of inferential questions answered with the video's answer (`shortcut_rate`, if given) and the count;
     then, if given, the answer-prior baseline (`answer_prior`)."""
     lines = [
-        "| model | observational | inferential | overall | questions |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | observational | inferential | overall | inferential answered as the video shows | questions |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in metrics.items():
         cells = [format_percent(accuracy(m, g)) for g in (*KINDS, "overall")]
+        cells.append(format_percent((shortcut or {}).get(name)))
         lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(cells) + f" | {m['overall']['scored']} |")
     if prior is not None:
-        cells = [format_percent(prior.get(g)) for g in (*KINDS, "overall")]
+        cells = [format_percent(prior.get(g)) for g in (*KINDS, "overall")] + ["-"]
         lines.append(f"| {PRIOR} | " + " | ".join(cells) + f" | {prior['count']:.0f} |")
     return "\n".join(lines)
+
+
+def shortcut_rate(eval_dir: Path, records_file: Path, annotations: Path) -> float | None:
+    """Share of the inferential questions an evaluation run answered with the answer the video gives
+    (`videothinker.lab.warmstart.ChoiceFacts.shortcut_answer`: wrong for every inferential question),
+    among those where that answer names at least one choice. A model that reads the video and skips
+    the counterfactual scores high; None if no such question was scored."""
+    from videothinker.answers import parse_choices
+    from videothinker.eval.benchmarks import load_benchmarks
+    from videothinker.eval.predictions import SCORED, latest, read_predictions
+    from videothinker.lab.warmstart import choice_facts, load_annotations
+
+    (bench,) = load_benchmarks([records_file])
+    predictions = latest(read_predictions(eval_dir / "predictions.jsonl"))
+    records = [r for r in bench.records if r.question_kind == "inferential"]
+    hits = []
+    for record, annotation in zip(records, load_annotations(records, annotations)):
+        p = predictions.get((bench.name, record.id))
+        if p is None or p.status != SCORED:
+            continue
+        shortcut = parse_choices(choice_facts(record, annotation).shortcut_answer)
+        if shortcut is not None:  # the video answers "none of them": no letter answer can follow it
+            hits.append(float(parse_choices(p.answer) == shortcut))
+    return sum(hits) / len(hits) if hits else None
 
 
 def _question_form(record) -> tuple[bool, int]:
@@ -142,6 +172,8 @@ def write_demo_report(
 
     scores = {name: record_scores(paths.eval(name), paths.records("test")) for name in MODELS}
     prior = answer_prior([paths.records("warm"), paths.records("train")], paths.records("test"))
+    annotations = paths.lab("test") / "annotations"
+    shortcut = {name: shortcut_rate(paths.eval(name), paths.records("test"), annotations) for name in MODELS}
     timing = ", ".join(f"{name} {_fmt_seconds(s)}" for name, s in seconds.items())
     intro = "\n".join(
         [
@@ -154,7 +186,12 @@ def write_demo_report(
             "",
             "## Accuracy on the held-out test set (%)",
             "",
-            accuracy_table(metrics, prior),
+            accuracy_table(metrics, prior, shortcut),
+            "",
+            "*Inferential answered as the video shows*: the share of inferential questions answered with the "
+            'collisions the video shows (or, for "what will not happen?", those it does not), among those where '
+            "that answer names at least one choice: the perceptual shortcut, wrong on every inferential "
+            "question. The bias model should be high on it; CDPO is meant to move away from it.",
             "",
             "The last row answers every test question with the most common answer among the warm-start and "
             "training questions of the same form (what will / will not happen; number of choices), without the "

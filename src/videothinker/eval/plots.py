@@ -15,7 +15,7 @@ from videothinker.data.records import QUESTION_KINDS
 # Panels of the training figure: title -> the log keys drawn in it (each key missing from a log is
 # simply absent from the panel; a panel with no data is left out).
 TRAINING_PANELS: dict[str, tuple[str, ...]] = {
-    "reward": ("reward", "reward/accuracy", "reward/format"),
+    "reward": ("reward", "reward/accuracy", "reward/exact_accuracy", "reward/format"),
     "reward per question kind": tuple(f"reward/{kind}" for kind in QUESTION_KINDS),
     "KL to the reference model": ("kl",),
     "completion length (tokens)": ("completion_length",),

@@ -42,43 +42,69 @@ def _letters(letters: list[str]) -> str:
     return ", ".join(letters) if letters else "none"
 
 
-def reasoning_target(record: Record, annotation: Annotation) -> str:
-    """The warm-start completion of a lab (or CLEVRER) counterfactual record: what the video shows,
-    what happens without the removed object, and the answer (see the module docstring).
+@dataclass(frozen=True)
+class ChoiceFacts:
+    """What a counterfactual question's choices are, read from the scene's annotation.
 
-    Args:
-        record: a record written by `videothinker.data.clevrer` (question text + lettered choices).
-        annotation: the annotation of the record's scene (its objects and collisions).
+    Attributes:
+        seen: letters of the choices whose collision the video shows; unseen: the others.
+        happens: letters of the choices that happen once the object is removed (the counterfactual).
+        negated: the question asks what will *not* happen.
     """
+
+    seen: list[str]
+    unseen: list[str]
+    happens: list[str]
+    negated: bool
+
+    @property
+    def shortcut_answer(self) -> str:
+        """The answer read off the video (the perceptual shortcut): the seen collisions, or the unseen
+        ones for "will not happen". Right for observational questions, wrong for inferential ones."""
+        return ",".join(self.unseen if self.negated else self.seen)
+
+
+def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
+    """The `ChoiceFacts` of a lab (or CLEVRER) counterfactual record written by
+    `videothinker.data.clevrer` (question text + lettered choices), with its scene's annotation."""
     removed_text, negated = parse_question(record.problem)
     removed = resolve(removed_text, annotation.objects)
     answer = record.solution.split(",")
-    seen, happens = [], []
+    seen, unseen, happens = [], [], []
     for letter, option in zip(record.letters, record.options):
         a, b = (
             resolve(d, annotation.objects, exclude=removed) for d in parse_choice(option.split(".", 1)[1])
         )
-        if frozenset((a, b)) in annotation.collisions:
-            seen.append(letter)
+        (seen if frozenset((a, b)) in annotation.collisions else unseen).append(letter)
         if (letter in answer) != negated:
             happens.append(letter)
+    return ChoiceFacts(seen, unseen, happens, negated)
+
+
+def reasoning_target(record: Record, annotation: Annotation) -> str:
+    """The warm-start completion of a counterfactual record: what the video shows, what happens without
+    the removed object, and the answer (see the module docstring)."""
+    facts = choice_facts(record, annotation)
     return (
-        f"<think>Seen: {_letters(seen)}. Without it: {_letters(happens)}.</think>"
+        f"<think>Seen: {_letters(facts.seen)}. Without it: {_letters(facts.happens)}.</think>"
         f"<answer>{record.solution}</answer>"
     )
 
 
-def reasoning_targets(records: list[Record], annotations: str | Path) -> list[str]:
-    """`reasoning_target` of each record, its annotation read from the flat folder ``annotations``
+def load_annotations(records: list[Record], annotations: str | Path) -> list[Annotation]:
+    """The annotation of each record's scene, from the flat folder ``annotations``
     (``annotation_<scene_index:05d>.json``, the lab's layout)."""
     cache: dict[int, Annotation] = {}
-    out = []
     for record in records:
         index = int(record.extra["scene_index"])
         if index not in cache:
             cache[index] = Annotation.load(Path(annotations) / f"annotation_{index:05d}.json", index)
-        out.append(reasoning_target(record, cache[index]))
-    return out
+    return [cache[int(r.extra["scene_index"])] for r in records]
+
+
+def reasoning_targets(records: list[Record], annotations: str | Path) -> list[str]:
+    """`reasoning_target` of each record (annotations as `load_annotations` reads them)."""
+    return [reasoning_target(r, a) for r, a in zip(records, load_annotations(records, annotations))]
 
 
 def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):

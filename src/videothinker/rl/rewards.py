@@ -65,6 +65,17 @@ def accuracy_reward(completions: list[str], solutions: list[str], **kw) -> list[
     return [answer_credit(c, s, t) for c, s, t in zip(completions, solutions, types, strict=True)]
 
 
+def exact_accuracy_reward(completions: list[str], solutions: list[str], **kw) -> list[float]:
+    """1 when a completion's answer is exactly right, else 0: `accuracy_reward` without the partial
+    credit for a correct proper subset of the letters, i.e. the evaluation's score. The partial credit
+    can be gamed by answering fewer letters; this reward cannot.
+
+    >>> exact_accuracy_reward(["<answer>A</answer>", "<answer>C, A</answer>"], ["A,C", "A,C"])
+    [0.0, 1.0]
+    """
+    return [float(credit == 1.0) for credit in accuracy_reward(completions, solutions, **kw)]
+
+
 def format_reward(completions: list[str], solutions: list[str] | None = None, **kw) -> list[float]:
     """1 when a completion is exactly one <think>...</think> followed by exactly one
     <answer>...</answer> that ends the text (white space around allowed), else 0.
@@ -78,7 +89,11 @@ def format_reward(completions: list[str], solutions: list[str] | None = None, **
     ]
 
 
-REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
+REWARDS: dict[str, RewardFn] = {
+    "accuracy": accuracy_reward,
+    "exact_accuracy": exact_accuracy_reward,
+    "format": format_reward,
+}
 
 
 def get_reward(name: str) -> RewardFn:
