@@ -279,7 +279,7 @@ def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "
     """Run (or finish) the whole demo into ``out``; see the module docstring for the phases."""
     from transformers.utils import logging as hf_logging
 
-    from videothinker.demo.report import accuracy_table, answer_prior, write_demo_report
+    from videothinker.demo.report import summary_table, write_demo_report
     from videothinker.eval.metrics import read_metrics
 
     hf_logging.disable_progress_bar()  # the demo shows its own progress; weight-loading bars are noise
@@ -312,7 +312,6 @@ def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "
         )
     metrics = {name: read_metrics(paths.eval(name)) for name in MODELS}
     phases.run("report", "report", lambda: write_demo_report(paths, preset, seed, metrics, phases.seconds()))
-    prior = answer_prior([paths.records("warm"), paths.records("train")], paths.records("test"))
-    print0(accuracy_table(metrics, prior))
+    print0(summary_table(paths, metrics))
     print0(f"report: {paths.report}")
     return DemoResult(paths.root, paths.report, metrics, phases.seconds())

@@ -77,12 +77,17 @@ _CPU_MODEL = {
     "vision_depth": 2,
     "vision_num_heads": 2,
 }
+# The RL recipe, chosen on a validation lab set (seed 3, scenes 30000+; never the test sets) among
+# learning rates 2e-4 / 1e-4 / 5e-5, 4 or 8 prompts a step, 60 or 100 steps, and the accuracy reward
+# with or without partial credit, by the GRPO baseline's validation accuracy (docs/DEMO.md). The
+# exact-set reward also removes what RL exploited with partial credit: answering fewer letters.
 _CPU_RL = {
     "grpo.num_generations": 4,
     "grpo.max_completion_length": 48,
-    "grpo.per_device_train_batch_size": 4,
-    "grpo.learning_rate": 2e-4,
+    "grpo.per_device_train_batch_size": 8,
+    "grpo.learning_rate": 5e-5,
     "grpo.lr_scheduler_type": "constant",
+    "grpo.reward_funcs": ["exact_accuracy", "format"],
     "grpo.save_steps": 20,
     "grpo.save_total_limit": 1,
 }
@@ -102,10 +107,10 @@ PRESETS: dict[str, DemoPreset] = {
     ),
     "quick": DemoPreset(
         name="quick",
-        warm_scenes=120,
+        warm_scenes=200,
         train_scenes=60,
         test_scenes=40,
-        warm_steps=60,
+        warm_steps=200,
         warm_lr=2e-3,
         warm_batch=16,
         model=_CPU_MODEL,
@@ -117,7 +122,7 @@ PRESETS: dict[str, DemoPreset] = {
         warm_scenes=1500,
         train_scenes=1500,
         test_scenes=500,
-        warm_steps=1500,
+        warm_steps=1200,
         warm_lr=1e-3,
         warm_batch=32,
         video_format="png",
@@ -137,9 +142,8 @@ PRESETS: dict[str, DemoPreset] = {
         rl={
             **_CPU_RL,
             "grpo.num_generations": 8,
-            "grpo.per_device_train_batch_size": 8,
-            "grpo.max_steps": 150,
-            "grpo.save_steps": 50,
+            "grpo.max_steps": 120,
+            "grpo.save_steps": 40,
         },
         eval_batch_size=64,
     ),

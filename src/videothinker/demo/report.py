@@ -163,6 +163,15 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
+def summary_table(paths, metrics: dict[str, dict[str, Any]]) -> str:
+    """`accuracy_table` of a demo run with its answer-prior row and shortcut column
+    (paths: `videothinker.demo.pipeline.DemoPaths`)."""
+    prior = answer_prior([paths.records("warm"), paths.records("train")], paths.records("test"))
+    annotations = paths.lab("test") / "annotations"
+    shortcut = {name: shortcut_rate(paths.eval(name), paths.records("test"), annotations) for name in metrics}
+    return accuracy_table(metrics, prior, shortcut)
+
+
 def write_demo_report(
     paths, preset, seed: int, metrics: dict[str, dict[str, Any]], seconds: dict[str, float]
 ) -> Path:
@@ -171,9 +180,6 @@ def write_demo_report(
     from videothinker.eval.report import write_report
 
     scores = {name: record_scores(paths.eval(name), paths.records("test")) for name in MODELS}
-    prior = answer_prior([paths.records("warm"), paths.records("train")], paths.records("test"))
-    annotations = paths.lab("test") / "annotations"
-    shortcut = {name: shortcut_rate(paths.eval(name), paths.records("test"), annotations) for name in MODELS}
     timing = ", ".join(f"{name} {_fmt_seconds(s)}" for name, s in seconds.items())
     intro = "\n".join(
         [
@@ -186,7 +192,7 @@ def write_demo_report(
             "",
             "## Accuracy on the held-out test set (%)",
             "",
-            accuracy_table(metrics, prior, shortcut),
+            summary_table(paths, metrics),
             "",
             "*Inferential answered as the video shows*: the share of inferential questions answered with the "
             'collisions the video shows (or, for "what will not happen?", those it does not), among those where '
