@@ -79,28 +79,19 @@ def _preset(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
-    import torch
-
-    from videothinker.demo import run_demo, run_seeds_in_processes, write_aggregate_report
+    from videothinker.demo import run_demo, run_demo_seeds, set_cpu_threads
 
     preset = _preset(args)
     out = Path(args.out or f"demo/{preset.name}")
-    torch.set_num_threads(args.threads or max(1, min(4, (os.cpu_count() or 2) // 2)))
+    set_cpu_threads(args.threads)
     if args.seeds is None:
         run_demo(out, preset, seed=args.seed, device=args.device)
         return 0
-    if args.jobs > 1:
-        argv = ["--preset", preset.name.removesuffix("-smoke"), "--device", args.device]
-        argv += ["--smoke"] * args.smoke + [x for item in args.set for x in ("--set", item)]
-        argv += ["--threads", str(args.threads)] if args.threads else []
-        run_seeds_in_processes(out, args.seeds, argv, args.jobs)
-    else:
-        for seed in args.seeds:
-            run_demo(out / f"seed-{seed}", preset, seed=seed, device=args.device)
-    from videothinker.console import print0
-
-    print0(f"aggregate report: {write_aggregate_report(out, args.seeds, preset.name)}")
+    # what a child process running one seed is given (--seed and --out are added per seed)
+    child_argv = ["--preset", preset.name.removesuffix("-smoke"), "--device", args.device]
+    child_argv += ["--smoke"] * args.smoke + [x for item in args.set for x in ("--set", item)]
+    child_argv += ["--threads", str(args.threads)] if args.threads else []
+    run_demo_seeds(out, preset, args.seeds, device=args.device, jobs=args.jobs, child_argv=child_argv)
     return 0

@@ -86,6 +86,34 @@ def run_seeds_in_processes(out: Path, seeds: list[int], argv: list[str], jobs: i
         raise RuntimeError(f"seeds {failed} failed; rerun the same command to resume them")
 
 
+def run_demo_seeds(
+    out: Path,
+    preset,
+    seeds: list[int],
+    *,
+    device: str = "auto",
+    jobs: int = 1,
+    child_argv: list[str] | None = None,
+) -> Path:
+    """Run the demo for each seed into DIR/seed-S (one after another, or ``jobs`` at a time in child
+    processes given ``child_argv``: the `videothinker demo` options that rebuild ``preset``), then
+    write the aggregate DIR/report.md; returns it."""
+    from videothinker.demo.pipeline import run_demo
+
+    if jobs > 1:
+        if child_argv is None:
+            raise ValueError(
+                "running seeds in child processes needs child_argv (the demo options of the preset)"
+            )
+        run_seeds_in_processes(out, seeds, child_argv, jobs)
+    else:
+        for seed in seeds:
+            run_demo(seed_dir(out, seed), preset, seed=seed, device=device)
+    report = write_aggregate_report(out, seeds, preset.name)
+    print0(f"aggregate report: {report}")
+    return report
+
+
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "-"
