@@ -435,11 +435,18 @@ def _cache_write(file: Path, frames: torch.Tensor, fps: float, source: str) -> N
 # ----------------------------------------------------------------------------- entry point
 
 
-def _resolve(path: str, data_type: str) -> Path:
-    """The file or folder to read; a frame folder may be named like a video ("clip.mp4" -> "clip/")."""
+def media_path(path: str, data_type: str) -> Path:
+    """Where a record's media is read from: the path itself, or, for a frame folder named like a video
+    ("clip.mp4"), the folder "clip/" when that is what exists."""
     p = Path(path)
     if data_type == "frame" and not p.is_dir() and p.suffix and p.with_suffix("").is_dir():
-        p = p.with_suffix("")
+        return p.with_suffix("")
+    return p
+
+
+def _resolve(path: str, data_type: str) -> Path:
+    """The file or folder to read (`media_path`), checked against the data type."""
+    p = media_path(path, data_type)
     if not p.exists():
         raise VideoError(path, f"{'frame folder' if data_type == 'frame' else data_type} not found")
     if data_type == "frame" and not p.is_dir():

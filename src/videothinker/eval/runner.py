@@ -96,10 +96,10 @@ class _Item:
 
 
 def media_exists(path: str, data_type: str) -> bool:
-    """Whether a record's media is there (a frame folder may be named like a video: "clip.mp4" -> "clip/",
-    as `videothinker.data.video.load_visual` reads it)."""
-    p = Path(path)
-    return p.exists() or (data_type == "frame" and p.with_suffix("").is_dir())
+    """Whether a record's media is there, where `videothinker.data.video.load_visual` looks for it."""
+    from videothinker.data.video import media_path
+
+    return media_path(path, data_type).exists()
 
 
 def check_run_folder(out_dir: Path, settings: EvalSettings, has_predictions: bool) -> None:
