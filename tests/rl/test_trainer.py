@@ -64,6 +64,11 @@ def lab_records(tmp_path_factory) -> Path:
     return path
 
 
+def _train_args(model: Path, data: Path, max_steps: int) -> list[str]:
+    """The `train` arguments every test here shares: the tiny model, the records, COMMON, a step count."""
+    return ["--model", str(model), "--data", str(data), *COMMON, "--set", f"grpo.max_steps={max_steps}"]
+
+
 def _rows(out: Path) -> list[dict]:
     return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "step" in r]
 
@@ -73,8 +78,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_stages_through_the_cli(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
-    model = str(tiny_qwen2_5_vl_dir)
-    args = ["--model", model, "--data", str(lab_records), *COMMON, "--set", "grpo.max_steps=2"]
+    args = _train_args(tiny_qwen2_5_vl_dir, lab_records, max_steps=2)
     bias = tmp_path / "bias"
     assert main(["train", "--stage", "bias", "--out", str(bias), *args]) == 0
     log = (bias / "log.jsonl").read_text().splitlines()
@@ -227,15 +231,7 @@ def test_one_step_moves_the_kl_the_way_beta_says(
 
     # A "bias model" that differs from the policy: the tiny model after two bias-stage steps.
     bias = tmp_path / "bias"
-    args = [
-        "--model",
-        str(tiny_qwen2_5_vl_dir),
-        "--data",
-        str(lab_records),
-        *COMMON,
-        "--set",
-        "grpo.max_steps=2",
-    ]
+    args = _train_args(tiny_qwen2_5_vl_dir, lab_records, max_steps=2)
     assert main(["train", "--stage", "bias", "--out", str(bias), *args]) == 0
     overrides = [
         *(a for a in COMMON[2:] if a != "--set"),
@@ -267,15 +263,7 @@ def test_one_step_moves_the_kl_the_way_beta_says(
 
 def test_frozen_vision_tower_stays_put(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
     out = tmp_path / "frozen"
-    args = [
-        "--model",
-        str(tiny_qwen2_5_vl_dir),
-        "--data",
-        str(lab_records),
-        *COMMON,
-        "--set",
-        "grpo.max_steps=1",
-    ]
+    args = _train_args(tiny_qwen2_5_vl_dir, lab_records, max_steps=1)
     assert (
         main(["train", "--stage", "bias", "--out", str(out), *args, "--set", "model.freeze_vision=true"]) == 0
     )
