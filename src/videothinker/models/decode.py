@@ -1,0 +1,289 @@
+"""One decode step of a Qwen VL text model, computed from the model's weights as plain tensors.
+
+The sampling engine (`videothinker.models.engine`) decodes with this step instead of the model's
+``forward``: the step takes fixed-shape inputs (one token per row, a static KV cache, a write index
+held on the device), so it can be captured once in a CUDA graph and replayed, and it reads its
+weights from a `DecoderWeights`, which either *are* the model's parameters (bf16 models: no copy) or
+a low-precision copy of fp32 master weights refreshed in place after each optimizer step.
+
+`decode_step` equals one step of the model's own forward with a KV cache (``model(input_ids=[[t]],
+past_key_values=cache)``) for a text token: embedding, for every decoder layer RMSNorm -> q/k/v
+projections (Qwen3-VL: RMSNorm of q and k per head) -> rotary embedding -> attention over the cache
+-> o projection -> residual -> RMSNorm -> SwiGLU MLP -> residual, then the final norm and lm_head.
+tests/models/test_engine.py holds the engine's greedy tokens equal to ``generate``'s, token for
+token, on tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL models.
+
+Two facts make it short:
+- A decoded token is text, and the three M-RoPE components (time, height, width) of a text token's
+  position are equal, so its rotary embedding is the plain 1-D one at that position, whichever way the
+  family interleaves the sections (Qwen2/2.5-VL: contiguous sections, Qwen3-VL: interleaved).
+- Grouped-query attention needs no repeated keys and values: the ``group = heads / kv_heads`` query
+  heads that share a key/value head are laid out as that head's query "sequence" of length ``group``,
+  so ``scaled_dot_product_attention(q [N, kv_heads, group, D], k [N, kv_heads, S, D], ...)`` attends
+  each query head to its own key/value head with no ``repeat_kv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from videothinker.models.vision import vlm_body
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one decoder layer (shapes for hidden size H, q heads Q, kv heads K, head dim D)."""
+
+    input_norm: torch.Tensor  # [H]
+    q: torch.Tensor  # [Q*D, H]
+    k: torch.Tensor  # [K*D, H]
+    v: torch.Tensor  # [K*D, H]
+    o: torch.Tensor  # [H, Q*D]
+    post_norm: torch.Tensor  # [H]
+    gate: torch.Tensor  # [I, H]
+    up: torch.Tensor  # [I, H]
+    down: torch.Tensor  # [H, I]
+    q_bias: torch.Tensor | None = None  # [Q*D] (Qwen2/2.5-VL)
+    k_bias: torch.Tensor | None = None  # [K*D]
+    v_bias: torch.Tensor | None = None  # [K*D]
+    o_bias: torch.Tensor | None = None  # [H]
+    q_norm: torch.Tensor | None = None  # [D] (Qwen3-VL)
+    k_norm: torch.Tensor | None = None  # [D]
+
+
+@dataclass
+class DecoderWeights:
+    """What `decode_step` reads: the text model's tensors and shape facts.
+
+    Attributes:
+        embed: [V, H] token embeddings; lm_head: [V, H] (the same tensor when tied).
+        layers: one `LayerWeights` per decoder layer; norm: [H] final RMSNorm weight.
+        eps: RMSNorm epsilon; scaling: attention score scale (head_dim ** -0.5).
+        num_heads, num_kv_heads, head_dim: attention shape.
+        inv_freq: [D/2] float32 rotary inverse frequencies; rope_scale: cos/sin factor (1 for
+            default RoPE).
+        act: the MLP's activation (SiLU for the Qwen VL families).
+        copies, sources: when the weights are a copy of the model's parameters, the copied tensors
+            and the parameters they mirror (`refresh` casts the second into the first); empty when
+            the weights are the parameters themselves.
+    """
+
+    embed: torch.Tensor
+    layers: list[LayerWeights]
+    norm: torch.Tensor
+    lm_head: torch.Tensor
+    eps: float
+    scaling: float
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    inv_freq: torch.Tensor
+    rope_scale: float
+    act: Callable[[torch.Tensor], torch.Tensor]
+    copies: list[torch.Tensor] = field(default_factory=list)
+    sources: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def copy_bytes(self) -> int:
+        """Bytes held by the low-precision copy (0 when the weights are the model's own)."""
+        return sum(t.numel() * t.element_size() for t in self.copies)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Cast the model's current parameters into the copy, in place (the same buffers, so captured
+        CUDA graphs stay valid); nothing to do when the weights are the parameters themselves."""
+        if self.copies:
+            torch._foreach_copy_(self.copies, self.sources)
+
+
+def decode_unavailable(model: torch.nn.Module) -> str | None:
+    """None when `DecoderWeights.from_model` can serve this model, else why not (for a log line)."""
+    body = vlm_body(model)
+    lm = getattr(body, "language_model", None)
+    if lm is None or not all(hasattr(lm, n) for n in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return (
+            f"{type(body).__name__} has no Qwen-style language_model (embed_tokens, layers, norm, rotary_emb)"
+        )
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None:
+        return f"its lm_head is a {type(head).__name__}, not a plain bias-free Linear"
+    config = lm.config
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        return "it uses sliding-window attention"
+    rope_type = getattr(lm.rotary_emb, "rope_type", "default")
+    if rope_type in ("dynamic", "longrope") or not hasattr(lm.rotary_emb, "inv_freq"):
+        return f"its rotary embedding ({rope_type}) depends on the sequence length"
+    for i, layer in enumerate(lm.layers):
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if attn is None or mlp is None:
+            return f"decoder layer {i} has no self_attn or mlp"
+        for name, module in (
+            *((n, getattr(attn, n, None)) for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
+            *((n, getattr(mlp, n, None)) for n in ("gate_proj", "up_proj", "down_proj")),
+        ):
+            if type(module) is not torch.nn.Linear:  # a peft LoRA layer, a quantised layer, ...
+                return f"layer {i}'s {name} is a {type(module).__name__}, not a plain Linear"
+        if any(
+            getattr(mlp, n).bias is not None for n in ("gate_proj", "up_proj", "down_proj")
+        ) or not hasattr(mlp, "act_fn"):
+            return f"layer {i}'s MLP is not a bias-free SwiGLU"
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            if _eps(norm) is None or getattr(norm, "weight", None) is None:
+                return f"layer {i}'s norms are not RMSNorms with a weight"
+    return None
+
+
+def _eps(norm: torch.nn.Module) -> float | None:
+    return getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+
+
+def _bias(module: torch.nn.Linear) -> torch.Tensor | None:
+    return None if module.bias is None else module.bias
+
+
+@torch.no_grad()
+def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None) -> DecoderWeights:
+    """The text model's weights for `decode_step`: the parameters themselves when ``dtype`` is None or
+    theirs, else a copy cast to ``dtype`` (tied tensors copied once), kept fresh by
+    `DecoderWeights.refresh`. Raises ValueError naming what is unsupported (`decode_unavailable`)."""
+    reason = decode_unavailable(model)
+    if reason is not None:
+        raise ValueError(f"the decode engine cannot serve {type(model).__name__}: {reason}")
+    body = vlm_body(model)
+    lm = body.language_model
+    copies: dict[int, torch.Tensor] = {}
+    sources: list[torch.Tensor] = []
+
+    def take(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t.detach()
+        if dtype is None or t.dtype == dtype:
+            return t
+        key = t.data_ptr()
+        if key not in copies:
+            copies[key] = t.to(dtype, copy=True)
+            sources.append(t)
+        return copies[key]
+
+    layers = []
+    for layer in lm.layers:
+        a, m = layer.self_attn, layer.mlp
+        q_norm, k_norm = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+        layers.append(
+            LayerWeights(
+                input_norm=take(layer.input_layernorm.weight),
+                q=take(a.q_proj.weight),
+                k=take(a.k_proj.weight),
+                v=take(a.v_proj.weight),
+                o=take(a.o_proj.weight),
+                post_norm=take(layer.post_attention_layernorm.weight),
+                gate=take(m.gate_proj.weight),
+                up=take(m.up_proj.weight),
+                down=take(m.down_proj.weight),
+                q_bias=take(_bias(a.q_proj)),
+                k_bias=take(_bias(a.k_proj)),
+                v_bias=take(_bias(a.v_proj)),
+                o_bias=take(_bias(a.o_proj)),
+                q_norm=None if q_norm is None else take(q_norm.weight),
+                k_norm=None if k_norm is None else take(k_norm.weight),
+            )
+        )
+    config = lm.config
+    attn = lm.layers[0].self_attn
+    head_dim = attn.head_dim
+    weights = DecoderWeights(
+        embed=take(lm.embed_tokens.weight),
+        layers=layers,
+        norm=take(lm.norm.weight),
+        lm_head=take(model.get_output_embeddings().weight),
+        eps=float(_eps(lm.norm)),
+        scaling=float(getattr(attn, "scaling", head_dim**-0.5)),
+        num_heads=config.num_attention_heads,
+        num_kv_heads=config.num_key_value_heads,
+        head_dim=head_dim,
+        inv_freq=lm.rotary_emb.inv_freq.detach().float().clone(),
+        rope_scale=float(getattr(lm.rotary_emb, "attention_scaling", 1.0)),
+        act=lm.layers[0].mlp.act_fn,
+    )
+    weights.copies = [copies[s.data_ptr()] for s in sources]
+    weights.sources = sources
+    return weights
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The Qwen RMSNorm: normalised in fp32, cast back to the input's dtype, then scaled."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def rotary(positions: torch.Tensor, w: DecoderWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [N, 1, D] of the 1-D rotary embedding at ``positions`` [N] (int64)."""
+    freqs = positions.float().unsqueeze(-1) * w.inv_freq  # [N, D/2]
+    angles = torch.cat([freqs, freqs], dim=-1).unsqueeze(1)  # [N, 1, D]
+    return (angles.cos() * w.rope_scale).to(w.dtype), (angles.sin() * w.rope_scale).to(w.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def decode_step(
+    w: DecoderWeights,
+    tokens: torch.Tensor,  # [N] int64, this step's input token of each row
+    positions: torch.Tensor,  # [N] int64, their rotary positions
+    keys: torch.Tensor,  # [L, N, K, S, D], the static key cache
+    values: torch.Tensor,  # [L, N, K, S, D]
+    write_index: torch.Tensor,  # [1] int64, the cache slot this step's keys and values go to
+    attend: torch.Tensor,  # [N, S] bool, the slots each row attends to (this step's is set here)
+) -> torch.Tensor:  # [N, V] float32 logits of the next token
+    """One token per row through the text model, its keys and values written into the cache at
+    ``write_index``; every shape is fixed and every index lives on the device, so the step can be
+    captured in a CUDA graph. Equals the model's forward on one new token with a KV cache holding
+    the slots ``attend`` marks (see the module docstring)."""
+    n = tokens.shape[0]
+    group = w.num_heads // w.num_kv_heads
+    attend.index_fill_(1, write_index, True)
+    mask = attend.view(n, 1, 1, -1)  # [N, 1, 1, S], broadcast over kv heads and their query group
+    cos, sin = rotary(positions, w)
+    h = F.embedding(tokens, w.embed)  # [N, H]
+    for layer, lw in enumerate(w.layers):
+        x = rms_norm(h, lw.input_norm, w.eps)
+        q = F.linear(x, lw.q, lw.q_bias).view(n, w.num_heads, w.head_dim)
+        k = F.linear(x, lw.k, lw.k_bias).view(n, w.num_kv_heads, w.head_dim)
+        v = F.linear(x, lw.v, lw.v_bias).view(n, w.num_kv_heads, w.head_dim)
+        if lw.q_norm is not None:
+            q, k = rms_norm(q, lw.q_norm, w.eps), rms_norm(k, lw.k_norm, w.eps)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        keys[layer].index_copy_(2, write_index, k.unsqueeze(2))
+        values[layer].index_copy_(2, write_index, v.unsqueeze(2))
+        out = F.scaled_dot_product_attention(
+            q.view(n, w.num_kv_heads, group, w.head_dim),
+            keys[layer],
+            values[layer],
+            attn_mask=mask,
+            scale=w.scaling,
+        )  # [N, K, group, D]
+        h = h + F.linear(out.reshape(n, w.num_heads * w.head_dim), lw.o, lw.o_bias)
+        x = rms_norm(h, lw.post_norm, w.eps)
+        h = h + F.linear(w.act(F.linear(x, lw.gate)) * F.linear(x, lw.up), lw.down)
+    return F.linear(rms_norm(h, w.norm, w.eps), w.lm_head).float()

@@ -1,0 +1,187 @@
+"""The decode engine: greedy tokens equal ``generate``'s token for token on tiny Qwen2-VL, Qwen2.5-VL
+and Qwen3-VL models (B = 2 left-padded prompts of different lengths, video and text only); the decode
+step equals the model's forward with a KV cache; a bf16 copy of fp32 weights refreshes in place; models
+the engine cannot serve are named; on a GPU, graph replay equals the eager loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from videothinker.data.video import SampledVideo
+from videothinker.models.decode import decode_unavailable, weights_from_model
+from videothinker.models.engine import DecodeEngine
+from videothinker.models.inputs import build_inputs
+from videothinker.models.loading import eos_token_ids, load_model, load_processor, processor_size_factor
+from videothinker.models.vision import vlm_body
+
+ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+
+
+def sharp_model(model_dir, dtype="float32"):
+    """The tiny model with sharper attention and logits, so greedy output depends on positions and
+    on every part of the step (a random tiny model's logits barely do)."""
+    model = load_model(model_dir, dtype=dtype)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(30)
+        for name, param in vlm_body(model).language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(10)
+    return model.eval()
+
+
+def prompt_inputs(model_dir, *, videos: bool = True, prompts=None):
+    processor = load_processor(model_dir)
+    factor = processor_size_factor(processor)
+    gen = torch.Generator().manual_seed(0)
+    visuals = [
+        SampledVideo(
+            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
+        ),
+        SampledVideo(
+            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
+        ),
+    ]
+    prompts = prompts or [
+        "Which object moves first?",
+        "Which of the following will happen if the cyan cylinder is removed? Think step by step.",
+    ]
+    inputs = build_inputs(processor, prompts, visuals[: len(prompts)] if videos else [None] * len(prompts))
+    return processor, inputs
+
+
+def reference_greedy(model, inputs, processor, max_new_tokens):
+    """Plain ``generate``: the completion tokens, the reference the engine must equal."""
+    from videothinker.models.engine import prompt_model_inputs
+
+    eos = eos_token_ids(model, processor)
+    sequences = model.generate(
+        **prompt_model_inputs(model, inputs),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=processor.tokenizer.pad_token_id,
+        repetition_penalty=1.0,
+    )
+    return sequences[:, inputs["input_ids"].shape[1] :]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("videos", [True, False], ids=["video", "text"])
+def test_engine_greedy_equals_generate(tiny_model_dir, arch, videos):
+    model = sharp_model(tiny_model_dir(arch))
+    processor, inputs = prompt_inputs(tiny_model_dir(arch), videos=videos)
+    assert inputs["attention_mask"][0].sum() != inputs["attention_mask"][1].sum()  # left padding exercised
+    eos = eos_token_ids(model, processor)
+    pad = processor.tokenizer.pad_token_id
+    expected = reference_greedy(model, inputs, processor, 12)
+    engine = DecodeEngine(model, prompt_bucket=64, check_every=4)
+    got = engine.generate(inputs, 3, max_new_tokens=12, eos_token_ids=eos, pad_token_id=pad, do_sample=False)
+    assert got.shape[0] == 6
+    assert torch.equal(got, expected.repeat_interleave(3, dim=0))
+    # The same engine again (its buffers reused, refilled) gives the same tokens.
+    again = engine.generate(
+        inputs, 3, max_new_tokens=12, eos_token_ids=eos, pad_token_id=pad, do_sample=False
+    )
+    assert torch.equal(again, got)
+
+
+def test_engine_stops_at_eos_like_generate(tiny_model_dir):
+    """A completion that ends early: EOS kept, pad after it, output cut after the longest one, as
+    generate does. The EOS set is widened to tokens the model emits, so rows end at different steps."""
+    model = sharp_model(tiny_model_dir("qwen2_5_vl"))
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen2_5_vl"))
+    pad = processor.tokenizer.pad_token_id
+    free = reference_greedy(model, inputs, processor, 10)
+    eos = [int(free[0, 3]), int(free[1, 6])]  # row 0 ends by step 4, row 1 by step 7 (or earlier)
+    expected = model.generate(
+        **__import__("videothinker.models.engine", fromlist=["x"]).prompt_model_inputs(model, inputs),
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )[:, inputs["input_ids"].shape[1] :]
+    engine = DecodeEngine(model, prompt_bucket=32, check_every=2)
+    got = engine.generate(inputs, 1, max_new_tokens=10, eos_token_ids=eos, pad_token_id=pad, do_sample=False)
+    assert expected.shape[1] < 10  # generate stopped early: the case is exercised
+    assert torch.equal(got, expected)
+
+
+def test_eval_batch_of_odd_size_uses_padding_rows(tiny_model_dir):
+    """Three rows are served by a bucket of four; the padding row changes nothing."""
+    model = sharp_model(tiny_model_dir("qwen2_vl"))
+    processor, inputs = prompt_inputs(
+        tiny_model_dir("qwen2_vl"), videos=False, prompts=["a b c", "d", "e f g h"]
+    )
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    expected = reference_greedy(model, inputs, processor, 8)
+    got = DecodeEngine(model).generate(
+        inputs, 1, max_new_tokens=8, eos_token_ids=eos, pad_token_id=pad, do_sample=False
+    )
+    assert torch.equal(got, expected)
+
+
+def test_bf16_copy_of_fp32_weights_refreshes_in_place(tiny_model_dir):
+    model = load_model(tiny_model_dir("qwen2_5_vl"), dtype="float32")
+    weights = weights_from_model(model, torch.bfloat16)
+    assert weights.dtype == torch.bfloat16 and weights.copy_bytes > 0
+    q = weights.layers[0].q
+    pointer = q.data_ptr()
+    source = vlm_body(model).language_model.layers[0].self_attn.q_proj.weight
+    with torch.no_grad():
+        source.add_(1.0)
+    assert not torch.equal(q, source.to(torch.bfloat16))
+    weights.refresh()
+    assert q.data_ptr() == pointer  # the same buffer (captured graphs stay valid)
+    assert torch.equal(q, source.detach().to(torch.bfloat16))
+    # The same dtype: the weights are the parameters themselves, no copy.
+    own = weights_from_model(model, None)
+    assert own.copy_bytes == 0 and own.layers[0].q.data_ptr() == source.data_ptr()
+
+
+def test_bf16_engine_matches_bf16_generate(tiny_model_dir):
+    """Greedy tokens of the engine over a bf16 copy of fp32 weights equal generate's on the bf16 model."""
+    model32 = sharp_model(tiny_model_dir("qwen2_5_vl"))
+    model16 = sharp_model(tiny_model_dir("qwen2_5_vl"), dtype="bfloat16")
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen2_5_vl"), videos=False)
+    eos, pad = eos_token_ids(model16, processor), processor.tokenizer.pad_token_id
+    expected = reference_greedy(model16, inputs, processor, 6)
+    engine = DecodeEngine(model16, dtype=torch.bfloat16)
+    assert engine.weights.copy_bytes == 0
+    got16 = engine.generate(inputs, 1, max_new_tokens=6, eos_token_ids=eos, pad_token_id=pad, do_sample=False)
+    assert torch.equal(got16, expected)
+    assert DecodeEngine(model32, dtype=torch.bfloat16).weights.copy_bytes > 0
+
+
+def test_unservable_models_are_named(tiny_model_dir):
+    model = load_model(tiny_model_dir("qwen2_5_vl"), dtype="float32")
+    assert decode_unavailable(model) is None
+    layer = vlm_body(model).language_model.layers[1]
+    layer.mlp.up_proj = torch.nn.Sequential(layer.mlp.up_proj)
+    assert "layer 1's up_proj is a Sequential" in decode_unavailable(model)
+    with pytest.raises(ValueError, match="cannot serve"):
+        DecodeEngine(model)
+    assert DecodeEngine.for_model(model) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch):
+    model = sharp_model(tiny_model_dir(arch)).to("cuda", torch.bfloat16)
+    processor, inputs = prompt_inputs(tiny_model_dir(arch))
+    inputs = inputs.to("cuda")
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 16, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    graph = DecodeEngine(model, cuda_graphs=True)
+    eager = DecodeEngine(model, cuda_graphs=False)
+    assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
+    assert graph.graph_captures == 1
+    # Sampling: the same seed gives the same draws in both.
+    sample = {**kwargs, "do_sample": True, "temperature": 0.9, "top_p": 0.8}
+    torch.manual_seed(0)
+    a = graph.generate(inputs, 4, **sample)
+    torch.manual_seed(0)
+    b = graph.generate(inputs, 4, **sample)
+    assert torch.equal(a, b)
+    assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
