@@ -482,6 +482,41 @@ class GRPOConfig:
         )
 
 
+ENGINES = ("graph", "generate")
+
+
+@dataclasses.dataclass
+class RolloutConfig:
+    """How completions are decoded, by `train` (sampling) and `eval` (greedy): docs/PERFORMANCE.md."""
+
+    engine: str = _field(
+        "graph",
+        "graph: videothinker's decode engine (one prefill, a static KV cache, the decode step captured "
+        "once in a CUDA graph and replayed on a GPU, run eagerly on a CPU) | generate: plain transformers "
+        "generate, the reference. A model the engine cannot serve (a LoRA policy, another architecture) "
+        "falls back to generate with a warning",
+    )
+    prompt_bucket: int = _field(
+        256,
+        "graph engine: prompt lengths are padded up to a multiple of this, so cache shapes and graphs repeat",
+    )
+    check_every: int = _field(
+        16,
+        "graph engine: decode steps between checks that every completion has ended (each check waits for the GPU)",
+    )
+    cuda_graphs: bool = _field(
+        True, "graph engine: capture the decode step in a CUDA graph on a GPU (false: eager, for debugging)"
+    )
+
+    def problems(self) -> list[str]:
+        out = _choice("rollout.engine", self.engine, ENGINES)
+        return out + [
+            f"rollout.{name} must be >= 1, got {getattr(self, name)}"
+            for name in ("prompt_bucket", "check_every")
+            if getattr(self, name) < 1
+        ]
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """One training run: a stage of VideoThinker (bias, cdpo) or the GRPO baseline.
@@ -497,6 +532,9 @@ class TrainConfig:
     video: VideoConfig = dataclasses.field(default_factory=VideoConfig, metadata={"help": "frame sampling"})
     grpo: GRPOConfig = dataclasses.field(
         default_factory=GRPOConfig, metadata={"help": "objective, optimiser"}
+    )
+    rollout: RolloutConfig = dataclasses.field(
+        default_factory=RolloutConfig, metadata={"help": "decoding engine"}
     )
     stage: str = _field("grpo", "bias | cdpo | grpo; sets stage_defaults() under the YAML and --set")
     reference: str | None = _field(
@@ -515,7 +553,7 @@ class TrainConfig:
     output_dir: str = _field("outputs/run", "folder of checkpoints, log.jsonl and the resolved config")
 
     def problems(self) -> list[str]:
-        out = self.model.problems() + self.data.problems() + self.grpo.problems()
+        out = self.model.problems() + self.data.problems() + self.grpo.problems() + self.rollout.problems()
         if self.stage not in STAGES:
             return out + _choice("stage", self.stage, STAGES)
         beta, kind = self.grpo.beta, self.data.question_kind

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from videothinker.config import VideoConfig
+from videothinker.config import RolloutConfig, VideoConfig
 
 HELP = "evaluate a model on benchmark files (batched greedy generation, resumable)"
 DESCRIPTION = """\
@@ -27,9 +27,16 @@ example:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """The config sections `videothinker eval` reads from --config / --set (``video.fps=1``)."""
+    """The config sections `videothinker eval` reads from --config / --set (``video.fps=1``,
+    ``rollout.engine=generate``)."""
 
     video: VideoConfig = dataclasses.field(default_factory=VideoConfig)
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+
+    def validate(self) -> None:
+        problems = self.rollout.problems()
+        if problems:
+            raise ValueError("invalid eval config:\n  - " + "\n  - ".join(problems))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,12 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attn-implementation", default="sdpa", help="attention kernel (default: %(default)s)"
     )
-    parser.add_argument("--config", help="YAML file with a 'video' section (frame sampling)")
+    parser.add_argument(
+        "--config",
+        help="YAML file with a 'video' section (frame sampling) and/or a 'rollout' section (engine)",
+    )
     parser.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a video setting, e.g. --set video.max_frames=32",
+        help="override a setting, e.g. --set video.max_frames=32, or --set rollout.engine=generate to decode "
+        "with plain transformers generate instead of the decode engine (same greedy tokens)",
     )
     parser.add_argument(
         "--skip-missing",
@@ -104,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             max_new_tokens=args.max_new_tokens,
             attn_implementation=args.attn_implementation,
+            rollout=config.rollout,
         )
 
     metrics = evaluate(benchmarks, args.out, settings, make_generator)

@@ -1,12 +1,15 @@
 """Greedy batched generation with a local checkpoint: the model behind `videothinker eval`.
 
-Greedy decoding (``do_sample=False``) with a fresh generation config, so that sampling settings a
-checkpoint ships (temperature, top_p) neither apply nor warn; generation stops at the model's and the
-chat template's end tokens (`videothinker.models.loading.eos_token_ids`).
+Greedy decoding with the decode engine (``rollout.engine=graph``, `videothinker.models.engine`) or
+with transformers' ``generate`` (``rollout.engine=generate``, and for models the engine cannot
+serve); both give the same tokens. ``generate`` gets a fresh generation config, so that sampling
+settings a checkpoint ships (temperature, top_p) neither apply nor warn; generation stops at the
+model's and the chat template's end tokens (`videothinker.models.loading.eos_token_ids`).
 """
 
 from __future__ import annotations
 
+from videothinker.config import RolloutConfig
 from videothinker.data.video import SampledVideo
 from videothinker.models.inputs import build_inputs
 from videothinker.models.loading import eos_token_ids, load_model, load_processor, processor_size_factor
@@ -36,16 +39,22 @@ class ModelGenerator:
         device: str = "auto",
         max_new_tokens: int = 1024,
         attn_implementation: str = "sdpa",
+        rollout: RolloutConfig | None = None,
     ):
         from transformers import GenerationConfig
+
+        from videothinker.models.engine import make_engine
 
         self.processor = load_processor(model_path)
         self.model = load_model(
             model_path, dtype=dtype, device=resolve_device(device), attn_implementation=attn_implementation
         )
         self.size_factor = processor_size_factor(self.processor)
+        self.engine = make_engine(self.model, rollout or RolloutConfig())
         eos = eos_token_ids(self.model, self.processor)
         pad = self.processor.tokenizer.pad_token_id
+        self.eos, self.pad = eos, eos[0] if pad is None else pad
+        self.max_new_tokens = max_new_tokens
         self.generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=False,
@@ -59,6 +68,16 @@ class ModelGenerator:
 
         inputs = build_inputs(self.processor, prompts, visuals).to(self.model.device)
         with torch.inference_mode():
-            sequences = self.model.generate(**inputs, generation_config=self.generation_config)
-        completions = sequences[:, inputs["input_ids"].shape[1] :]
+            if self.engine is not None:
+                completions = self.engine.generate(
+                    inputs,
+                    1,
+                    max_new_tokens=self.max_new_tokens,
+                    eos_token_ids=self.eos,
+                    pad_token_id=self.pad,
+                    do_sample=False,
+                )
+            else:
+                sequences = self.model.generate(**inputs, generation_config=self.generation_config)
+                completions = sequences[:, inputs["input_ids"].shape[1] :]
         return self.processor.batch_decode(completions, skip_special_tokens=True)

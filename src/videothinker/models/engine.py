@@ -32,13 +32,31 @@ from dataclasses import dataclass
 
 import torch
 
-from videothinker.console import warn
+from videothinker.console import print0, warn
 from videothinker.models.decode import DecoderWeights, decode_step, decode_unavailable, weights_from_model
 from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
 
 ENGINES = ("graph", "generate")
+
+
+def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = None) -> DecodeEngine | None:
+    """The engine ``rollout`` (a `videothinker.config.RolloutConfig`) asks for, or None for plain
+    ``generate`` (asked for, or the engine cannot serve the model: then with a one-line warning).
+    ``dtype``: what decoding computes in (bf16 under bf16 autocast; None: the weights' own)."""
+    if rollout.engine == "generate":
+        return None
+    engine = DecodeEngine.for_model(
+        model,
+        dtype=dtype,
+        cuda_graphs=rollout.cuda_graphs,
+        prompt_bucket=rollout.prompt_bucket,
+        check_every=rollout.check_every,
+    )
+    if engine is not None:
+        print0(engine.memory_report())
+    return engine
 
 
 def prompt_model_inputs(
@@ -70,6 +88,12 @@ def prefill_positions(
     if rope is None:
         return torch.cat([text.unsqueeze(0), text.unsqueeze(0).expand(3, -1, -1)], dim=0), attended
     return torch.cat([text.unsqueeze(0), rope], dim=0), attended + deltas.view(-1).to(attended.device)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name under which the model's forward and ``generate`` take a KV cache: ``cache`` from
+    transformers 5.24 on (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def model_output_cache(output):
@@ -174,14 +198,15 @@ class DecodeEngine:
         self.weights.refresh()
 
     def memory_report(self) -> str:
+        """One line: which weights decoding reads (and the copy's size) and the static caches held."""
         w = self.weights
-        copy = (
-            f"a {w.dtype} copy of the text model, {w.copy_bytes / 2**30:.2f} GiB"
-            if w.copies
-            else "its own weights"
-        )
-        cache = sum(s.nbytes for s in self._states.values())
-        return f"decode engine reads {copy}; static caches {cache / 2**30:.2f} GiB"
+        if w.copies:
+            weights = f"a {str(w.dtype).removeprefix('torch.')} copy of the text model ({w.copy_bytes / 2**30:.2f} GiB, refreshed after each optimizer step)"
+        else:
+            weights = "the model's own weights (no copy)"
+        caches = sum(s.nbytes for s in self._states.values())
+        graphs = "CUDA graphs" if self.cuda_graphs else "eager steps"
+        return f"decode engine: reads {weights}; {graphs}; static caches {caches / 2**30:.2f} GiB"
 
     # -------------------------------------------------------------------------------------- decode
     @torch.no_grad()
@@ -268,6 +293,11 @@ class DecodeEngine:
             while len(self._states) >= self.max_states:
                 self._states.popitem(last=False)
             state = self._states[key] = self._new_state(key)
+            N, S = key[:2]
+            print0(
+                f"decode engine: {N} rows x {S} cache slots ({state.nbytes / 2**30:.2f} GiB)"
+                + (", decode step captured in a CUDA graph" if state.graph is not None else "")
+            )
         self._states.move_to_end(key)
         return state
 

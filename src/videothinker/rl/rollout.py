@@ -1,5 +1,10 @@
 """Sampling G completions per prompt: one prefill of each prompt, its KV cache fanned out G times.
 
+With an engine (``rollout.engine=graph``, the default where it applies) the completions come from
+`videothinker.models.engine.DecodeEngine`: one prefill, a static KV cache and a decode step replayed as a
+CUDA graph. Without one (``rollout.engine=generate``, or a model the engine cannot serve) they come from
+transformers' ``generate``, as follows.
+
 ``generate(num_return_sequences=G)`` prefills every prompt G times (DESIGN.md §4: 5.5 s for a
 1500-token video prompt, G = 8, 256 tokens on one H200; 4.5 s with one prefill fanned out).
 `generate_rollout` prefills all prompt tokens but the last once (the vision tower runs there, once
@@ -20,7 +25,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from videothinker.console import warn
-from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
+from videothinker.models.engine import DecodeEngine, cache_argument, model_output_cache, prompt_model_inputs
+from videothinker.models.vision import rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.losses import completion_mask_after_eos
 from videothinker.rl.types import Rollout, VideoInputs
 
@@ -49,18 +55,6 @@ def _generation_kwargs(
     return kwargs
 
 
-def _prompt_inputs(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask, the visual fields and (where the model takes them)
-    mm_token_type_ids, which transformers >= 5.17 needs for M-RoPE and processors may omit."""
-    out = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-    video = VideoInputs.from_batch(inputs)
-    if video is not None:
-        out |= video.model_kwargs()
-        if "mm_token_type_ids" in inspect.signature(model.forward).parameters:
-            out["mm_token_type_ids"] = modality_type_ids(inputs["input_ids"], vlm_body(model).config)
-    return out
-
-
 def _check_prompts(inputs: Mapping[str, torch.Tensor]) -> None:
     mask = inputs["attention_mask"]
     if not bool(mask[:, -1].all()):
@@ -70,7 +64,10 @@ def _check_prompts(inputs: Mapping[str, torch.Tensor]) -> None:
 
 
 def _make_rollout(inputs, sequences: torch.Tensor, num_generations: int, eos_token_ids) -> Rollout:
-    completion_ids = sequences[:, inputs["input_ids"].shape[1] :]  # [B*G, T]
+    return _rollout_of(inputs, sequences[:, inputs["input_ids"].shape[1] :], num_generations, eos_token_ids)
+
+
+def _rollout_of(inputs, completion_ids: torch.Tensor, num_generations: int, eos_token_ids) -> Rollout:
     return Rollout(
         prompt_ids=inputs["input_ids"],
         prompt_mask=inputs["attention_mask"],
@@ -93,6 +90,7 @@ def generate_rollout(
     eos_token_ids: int | Sequence[int],
     pad_token_id: int,
     do_sample: bool = True,
+    engine: DecodeEngine | None = None,
 ) -> Rollout:
     """G completions of each of B prompts from one prefill of each prompt.
 
@@ -110,6 +108,7 @@ def generate_rollout(
         eos_token_ids: tokens that end a completion (Qwen: <|im_end|> and <|endoftext|>).
         pad_token_id: what ``generate`` writes after a finished completion.
         do_sample: False for greedy decoding (tests, evaluation).
+        engine: decode with this engine (built for ``model``); None: with ``generate``.
 
     Returns:
         A `Rollout` with prompt_ids, prompt_mask, completion_ids [B*G, T], completion_mask (1 up to
@@ -117,6 +116,18 @@ def generate_rollout(
     """
     _check_prompts(inputs)
     G = num_generations
+    if engine is not None:
+        completion_ids = engine.generate(
+            inputs,
+            G,
+            max_new_tokens=max_completion_length,
+            eos_token_ids=eos_token_ids,
+            pad_token_id=pad_token_id,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        return _rollout_of(inputs, completion_ids, G, eos_token_ids)
     generation = _generation_kwargs(
         max_completion_length, temperature, top_p, eos_token_ids, pad_token_id, do_sample
     )
@@ -134,7 +145,7 @@ def generate_rollout(
             pad_token_id=pad_token_id,
             do_sample=do_sample,
         )
-    prompt = _prompt_inputs(model, inputs)
+    prompt = prompt_model_inputs(model, inputs)
     prompt_ids, prompt_mask = prompt["input_ids"], prompt["attention_mask"]  # [B, P]
     # Positions as generate() builds them for its own prefill: text positions counted over the mask,
     # and the model's 3-D M-RoPE ids with the per-prompt offsets decoding continues from.
@@ -154,7 +165,7 @@ def generate_rollout(
     prefill["position_ids"] = position_ids[:, :, :-1]
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         prefill["logits_to_keep"] = 1
-    cache = model(**prefill, use_cache=True).past_key_values
+    cache = model_output_cache(model(**prefill, use_cache=True))
     if cache is None:
         warn(
             "one-prefill sampling unavailable: the prefill returned no KV cache (gradient checkpointing in "
@@ -176,7 +187,7 @@ def generate_rollout(
     sequences = model.generate(
         input_ids=prompt_ids.repeat_interleave(G, dim=0),
         attention_mask=prompt_mask.repeat_interleave(G, dim=0),
-        past_key_values=cache,
+        **{cache_argument(model): cache},
         **generation,
     )  # [B*G, P+T]
     return _make_rollout(inputs, sequences, G, eos_token_ids)
@@ -204,10 +215,10 @@ def simple_generate_rollout(
     )
     if do_sample:
         sequences = model.generate(
-            **_prompt_inputs(model, inputs), num_return_sequences=num_generations, **generation
+            **prompt_model_inputs(model, inputs), num_return_sequences=num_generations, **generation
         )
     else:  # generate() refuses greedy num_return_sequences > 1: the G greedy completions are one
-        sequences = model.generate(**_prompt_inputs(model, inputs), **generation).repeat_interleave(
+        sequences = model.generate(**prompt_model_inputs(model, inputs), **generation).repeat_interleave(
             num_generations, 0
         )
     return _make_rollout(inputs, sequences, num_generations, eos_token_ids)

@@ -33,6 +33,7 @@ from videothinker.config import TrainConfig, to_dict
 from videothinker.console import print0, progress, warn
 from videothinker.data.records import Record
 from videothinker.models import lora
+from videothinker.models.engine import make_engine
 from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.rewards import compute_rewards
@@ -230,6 +231,7 @@ class Trainer:
             self.reference = lora.load_merged_adapter(plan.path, plan.base, **ref_kwargs)
         elif plan.kind == "policy_adapter":
             lora.add_reference_adapter(self.lora, plan.path, self.device)
+        self.engine = make_engine(self.policy, cfg.rollout, torch.bfloat16 if g.bf16 else None)
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
@@ -256,7 +258,12 @@ class Trainer:
             print0(f"resumed from {checkpoint} at step {self.state.step}")
         else:
             self.logger.log(
-                {"event": "start", "reference": reference_description(cfg, plan), "config": to_dict(cfg)}
+                {
+                    "event": "start",
+                    "reference": reference_description(cfg, plan),
+                    "engine": self.engine.memory_report() if self.engine is not None else "generate",
+                    "config": to_dict(cfg),
+                }
             )
 
     def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
@@ -364,6 +371,7 @@ class Trainer:
                 top_p=g.top_p,
                 eos_token_ids=self.eos_ids,
                 pad_token_id=self.pad_id,
+                engine=self.engine,
             )
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         lengths = rollout.completion_mask.sum(dim=1).tolist()
@@ -435,6 +443,8 @@ class Trainer:
             finite = math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
+            if self.engine is not None:  # the engine's low-precision copy of the weights follows them
+                self.engine.refresh_weights()
             self.state.nonfinite_in_a_row = 0
         else:
             self.state.nonfinite_in_a_row += 1
