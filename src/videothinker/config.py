@@ -294,10 +294,12 @@ class ModelConfig:
             return out + (
                 ["model.lora_vision applies to LoRA runs: set model.lora_r > 0"] if self.lora_vision else []
             )
-        from videothinker.models.lora import INSTALL_HINT, peft_available
+        from videothinker import adapters
 
-        if not peft_available():
-            out.append(f"model.lora_r = {self.lora_r} trains LoRA adapters, which need peft: {INSTALL_HINT}")
+        if not adapters.peft_available():
+            out.append(
+                f"model.lora_r = {self.lora_r} trains LoRA adapters, which need peft: {adapters.INSTALL_HINT}"
+            )
         if self.lora_alpha is not None and self.lora_alpha <= 0:
             out.append(f"model.lora_alpha must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
@@ -551,10 +553,12 @@ class TrainConfig:
         if self.reference_base and not self.reference:
             out.append("reference_base names the base of a LoRA reference adapter: set reference too")
         if beta != 0 and self.reference and self.model.lora_r == 0:
-            from videothinker.models.lora import INSTALL_HINT, is_adapter, peft_available
+            from videothinker import adapters
 
-            if is_adapter(self.reference) and not peft_available():
-                out.append(f"reference {self.reference} is a LoRA adapter, which needs peft: {INSTALL_HINT}")
+            if adapters.is_adapter(self.reference) and not adapters.peft_available():
+                out.append(
+                    f"reference {self.reference} is a LoRA adapter, which needs peft: {adapters.INSTALL_HINT}"
+                )
         return out
 
     def validate(self) -> None:
