@@ -1,8 +1,5 @@
-"""Typed configuration: dataclasses, one per concern, loaded from YAML with ``--set key=value``.
-
-A YAML file is a mapping of section name -> fields (``video: {fps: 2.0}``) or flat fields that name
-a unique field of any section (``beta: -0.01``); ``--set`` takes the same keys, dotted or flat
-(``--set grpo.beta=-0.02`` or ``--set beta=-0.02``). Values from ``--set`` are parsed as YAML scalars.
+"""Typed configuration: dataclasses, one per concern, loaded from YAML with ``--set key=value``
+(videothinker/yaml_config.py: which keys a file and ``--set`` may name, and how values are coerced).
 Every field carries help text in ``metadata["help"]``; unknown keys are an error, never ignored.
 
 Training (`TrainConfig`) resolves in this order, later wins: dataclass defaults, the stage's defaults
@@ -13,12 +10,11 @@ Training (`TrainConfig`) resolves in this order, later wins: dataclass defaults,
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
+from videothinker.yaml_config import load_config, parse_set, read_yaml
 
 
 def describe(cls) -> list[tuple[str, Any, str]]:
@@ -32,128 +28,6 @@ def describe(cls) -> list[tuple[str, Any, str]]:
         )
         out.append((f.name, default, f.metadata.get("help", "")))
     return out
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Coerce a YAML value to a field's type: int -> float, numeric strings (YAML 1.1 reads ``1e-6``
-    as a string) -> float or int, a scalar -> a one-item list, list items to the item type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(value, non_none[0], key) if len(non_none) == 1 else value
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if annotation in (float, int) and isinstance(value, str | float) and not isinstance(value, bool):
-        number = _parse_number(value)
-        if number is not None and (annotation is float or number.is_integer()):
-            return annotation(number)
-    if annotation is bool and isinstance(value, bool):
-        return value
-    if annotation is str and isinstance(value, str | int) and not isinstance(value, bool):
-        return str(value)  # an int-looking name or path (``output_dir=2024``) stays a string
-    if origin in (list, tuple):
-        items = list(value) if isinstance(value, list | tuple) else [value]
-        if args and origin is list:
-            items = [_coerce(item, args[0], key) for item in items]
-        return items if origin is list else tuple(items)
-    if annotation in (float, int, bool, str):
-        raise ValueError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
-    return value
-
-
-def _parse_number(value: str | float) -> float | None:
-    if isinstance(value, float):
-        return value
-    try:
-        return float(value.strip())
-    except ValueError:
-        return None
-
-
-def apply_overrides(root: Any, values: dict[str, Any], *, origin: str) -> None:
-    """Set fields of a (nested) config dataclass from a mapping; nested mappings set sub-sections and
-    a flat key may name a unique field of any section."""
-    sections = {
-        f.name: getattr(root, f.name)
-        for f in dataclasses.fields(root)
-        if dataclasses.is_dataclass(getattr(root, f.name))
-    }
-    for key, value in values.items():
-        parts = key.split(".")
-        if parts[0] in sections and len(parts) == 1 and isinstance(value, dict):
-            apply_overrides(sections[parts[0]], value, origin=origin)
-            continue
-        if parts[0] in sections and len(parts) > 1:
-            apply_overrides(sections[parts[0]], {".".join(parts[1:]): value}, origin=origin)
-            continue
-        if parts[0] in sections:
-            raise ValueError(f"{origin}: '{key}' is a config section; give it a mapping of its fields")
-        owners = [root] if _has_field(root, key) else [s for s in sections.values() if _has_field(s, key)]
-        if not owners:
-            raise ValueError(f"{origin}: unknown config key '{key}'")
-        if len(owners) > 1:
-            names = [n for n, s in sections.items() if s in owners]
-            raise ValueError(
-                f"{origin}: config key '{key}' is ambiguous; write it as one of "
-                + ", ".join(f"{n}.{key}" for n in names)
-            )
-        owner = owners[0]
-        hints = typing.get_type_hints(type(owner))
-        setattr(owner, key, _coerce(value, hints[key], key))
-
-
-def _has_field(obj: Any, name: str) -> bool:
-    return dataclasses.is_dataclass(obj) and any(
-        f.name == name and not dataclasses.is_dataclass(getattr(obj, name)) for f in dataclasses.fields(obj)
-    )
-
-
-def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """Parse ``--set key=value`` items; values are YAML scalars (``-0.01``, ``true``, ``[a, b]``)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-    return out
-
-
-def load_config(
-    cls,
-    path: str | Path | None = None,
-    overrides: list[str] | None = None,
-    *,
-    defaults: dict[str, Any] | None = None,
-    **base,
-):
-    """Build a config dataclass from its defaults, then ``defaults`` (a mapping of the YAML form, e.g.
-    a stage's defaults), then a YAML file, then ``--set`` overrides; validate it if it can."""
-    config = cls(**base)
-    if defaults:
-        apply_overrides(config, defaults, origin="defaults")
-    if path is not None:
-        apply_overrides(config, read_yaml(path), origin=str(path))
-    apply_overrides(config, parse_set(overrides), origin="--set")
-    if hasattr(config, "validate"):
-        config.validate()
-    return config
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a mapping (an empty file is an empty mapping)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys")
-    return data
 
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -294,10 +168,12 @@ class ModelConfig:
             return out + (
                 ["model.lora_vision applies to LoRA runs: set model.lora_r > 0"] if self.lora_vision else []
             )
-        from videothinker.models.lora import INSTALL_HINT, peft_available
+        from videothinker import adapters
 
-        if not peft_available():
-            out.append(f"model.lora_r = {self.lora_r} trains LoRA adapters, which need peft: {INSTALL_HINT}")
+        if not adapters.peft_available():
+            out.append(
+                f"model.lora_r = {self.lora_r} trains LoRA adapters, which need peft: {adapters.INSTALL_HINT}"
+            )
         if self.lora_alpha is not None and self.lora_alpha <= 0:
             out.append(f"model.lora_alpha must be > 0, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
@@ -589,10 +465,12 @@ class TrainConfig:
         if self.reference_base and not self.reference:
             out.append("reference_base names the base of a LoRA reference adapter: set reference too")
         if beta != 0 and self.reference and self.model.lora_r == 0:
-            from videothinker.models.lora import INSTALL_HINT, is_adapter, peft_available
+            from videothinker import adapters
 
-            if is_adapter(self.reference) and not peft_available():
-                out.append(f"reference {self.reference} is a LoRA adapter, which needs peft: {INSTALL_HINT}")
+            if adapters.is_adapter(self.reference) and not adapters.peft_available():
+                out.append(
+                    f"reference {self.reference} is a LoRA adapter, which needs peft: {adapters.INSTALL_HINT}"
+                )
         return out
 
     def validate(self) -> None:

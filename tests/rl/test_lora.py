@@ -16,9 +16,11 @@ import test_trainer
 import torch
 from safetensors.torch import load_file
 
+from videothinker import adapters
 from videothinker.cli import main
 from videothinker.config import ModelConfig, load_train_config
 from videothinker.models import lora
+from videothinker.models.loading import load_merged_adapter
 from videothinker.rl import trainer as trainer_module
 from videothinker.rl.checkpoint import list_checkpoints
 
@@ -154,8 +156,8 @@ def test_lora_cdpo_keeps_its_reference_adapter_on_the_policy_base(lora_bias, lor
     r = batch.rollout
     assert trainer.lora.active_adapter == "default"
     kwargs = {"dtype": "float32", "device": "cpu"}
-    bias_model = lora.load_merged_adapter(reference, tiny_qwen2_5_vl_dir, **kwargs)
-    policy_model = lora.load_merged_adapter(out / "final", tiny_qwen2_5_vl_dir, **kwargs)
+    bias_model = load_merged_adapter(reference, tiny_qwen2_5_vl_dir, **kwargs)
+    policy_model = load_merged_adapter(out / "final", tiny_qwen2_5_vl_dir, **kwargs)
     policy = trainer._logprobs(trainer.policy, r, grad=False)
     mask = r.completion_mask.bool()
     torch.testing.assert_close(
@@ -293,7 +295,7 @@ def test_lora_config_rules(lora_bias, monkeypatch, capsys, tiny_qwen2_5_vl_dir, 
     assert any("freeze_vision" in p for p in both.problems())
 
     # Without peft, asking for LoRA stops before anything loads, saying how to install it.
-    monkeypatch.setattr(lora, "peft_available", lambda: False)
+    monkeypatch.setattr(adapters, "peft_available", lambda: False)
     with pytest.raises(ValueError, match=re.escape("need peft: pip install 'videothinker[lora]'")):
         load_train_config("tiny_cpu", ["stage=bias", "model.path=m", "data.path=d", "model.lora_r=4"])
     reference = ["stage=cdpo", "model.path=m", "data.path=d", f"reference={lora_bias / 'final'}"]
@@ -333,7 +335,7 @@ def test_a_lora_output_loads_as_a_model_for_evaluation(lora_bias, tiny_qwen2_5_v
 
     final = lora_bias / "final"
     model = load_model(final, dtype="float32")
-    merged = lora.load_merged_adapter(final, tiny_qwen2_5_vl_dir, dtype="float32")
+    merged = load_merged_adapter(final, tiny_qwen2_5_vl_dir, dtype="float32")
     base = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
     ours, theirs, plain = model.state_dict(), merged.state_dict(), base.state_dict()
     assert ours.keys() == theirs.keys()

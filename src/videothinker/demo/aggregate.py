@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from videothinker.console import print0, warn
+from videothinker.demo.presets import MODELS, STAGES
 from videothinker.demo.report import (
     KINDS,
     NAMES,
@@ -139,7 +140,7 @@ def _average_logs(logs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Path:
     """DIR/report.md over the seeds' runs in DIR/seed-S (each with its own report.md)."""
-    from videothinker.demo.pipeline import MODELS, STAGES, DemoPaths
+    from videothinker.demo.pipeline import DemoPaths
     from videothinker.eval.metrics import read_metrics
     from videothinker.eval.plots import bar_chart, training_curves
     from videothinker.eval.report import read_training_log

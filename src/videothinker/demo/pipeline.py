@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from videothinker.console import print0
-from videothinker.demo.presets import DemoPreset
+from videothinker.demo.presets import MODELS, STAGES, DemoPreset
 
 SETTINGS_FILE = "demo.json"
 PHASES_FILE = "phases.json"
-MODELS = ("base", "bias", "cdpo", "grpo")
-STAGES = ("bias", "cdpo", "grpo")
 SPLITS = {  # name -> (scene index of the first scene, seed offset): disjoint scenes, distinct seeds
     "warm": (20000, 2000),
     "train": (0, 0),

@@ -11,6 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# What every preset runs: the three RL stages, then evaluation of the base model and of each stage's.
+STAGES = ("bias", "cdpo", "grpo")
+MODELS = ("base", *STAGES)
+
 
 @dataclass(frozen=True)
 class DemoPreset:

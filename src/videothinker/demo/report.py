@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from videothinker.demo.presets import MODELS, STAGES
 from videothinker.eval.metrics import format_percent
 
 KINDS = ("observational", "inferential")
@@ -176,7 +177,6 @@ def write_demo_report(
     paths, preset, seed: int, metrics: dict[str, dict[str, Any]], seconds: dict[str, float]
 ) -> Path:
     """Write DIR/report.md and its plots for one demo run (paths: `videothinker.demo.pipeline.DemoPaths`)."""
-    from videothinker.demo.pipeline import MODELS, STAGES
     from videothinker.eval.report import write_report
 
     scores = {name: record_scores(paths.eval(name), paths.records("test")) for name in MODELS}

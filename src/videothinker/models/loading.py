@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from videothinker.adapters import adapter_config, is_adapter, require_peft
+
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 # model_type -> family; a family shares a processor layout and M-RoPE scheme.
@@ -58,13 +60,9 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     adapter = Path(path).expanduser()
-    if (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").is_file():
-        # A LoRA run's output: its base, with the adapter merged in (models/lora.py).
-        import json
-
-        from videothinker.models.lora import load_merged_adapter
-
-        base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if is_adapter(adapter) and not (adapter / "config.json").is_file():
+        # A LoRA run's output: its base, with the adapter merged in.
+        base = adapter_config(adapter).get("base_model_name_or_path")
         if not base:
             raise ValueError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
         kwargs = dict(dtype=dtype, attn_implementation=attn_implementation, device=device)
@@ -90,12 +88,30 @@ def load_model(
     return model.eval()
 
 
+def load_merged_adapter(path: str | Path, base: str | Path, **load_kwargs):
+    """A LoRA adapter merged into its base: a plain, frozen model (as a reference: a second base in
+    memory; ``save_pretrained`` on it writes a full checkpoint that `load_model` and eval take).
+
+    Args:
+        path: the adapter folder.
+        base: its base model's folder.
+        load_kwargs: dtype, attn_implementation, trust_remote_code, device, as `load_model` takes them.
+    """
+    peft = require_peft()
+    model = load_model(base, **load_kwargs)
+    device = load_kwargs.get("device")
+    merged = peft.PeftModel.from_pretrained(
+        model, str(path), is_trainable=False, torch_device=str(device) if device is not None else None
+    ).merge_and_unload()
+    return merged.eval().requires_grad_(False)
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     """Load the processor (tokenizer + image/video processors + chat template) of a local checkpoint."""
     from transformers import AutoProcessor
 
     folder = Path(path).expanduser()
-    if not ((folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file()):
+    if not (is_adapter(folder) and not (folder / "config.json").is_file()):
         folder = _checkpoint_dir(folder)  # a LoRA adapter folder carries the processor files but no config
     return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
 

@@ -25,14 +25,13 @@ asked for.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from videothinker.adapters import adapter_base, adapter_config, is_adapter, require_peft, resolved
 from videothinker.models.vision import vlm_body
 
 if TYPE_CHECKING:
@@ -40,49 +39,6 @@ if TYPE_CHECKING:
 
 POLICY_ADAPTER = "default"  # peft's name for the first adapter: what a saved adapter loads back as
 REFERENCE_ADAPTER = "reference"
-ADAPTER_CONFIG = "adapter_config.json"
-# peft 0.16 and 0.17 do not import with transformers 5 (pyproject's lora extra excludes them).
-INSTALL_HINT = "pip install 'videothinker[lora]' (or pip install 'peft>=0.18')"
-
-
-def peft_available() -> bool:
-    return importlib.util.find_spec("peft") is not None
-
-
-def require_peft():
-    """The peft module, or an ImportError that says how to install it."""
-    try:
-        import peft
-    except ImportError as exc:
-        raise ImportError(f"LoRA needs the peft package, which is not installed: {INSTALL_HINT}") from exc
-    return peft
-
-
-def is_adapter(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a peft adapter (``adapter_config.json``)."""
-    return (Path(path).expanduser() / ADAPTER_CONFIG).is_file()
-
-
-def adapter_config(path: str | Path) -> dict[str, Any]:
-    """The adapter's ``adapter_config.json`` as a mapping."""
-    return json.loads((Path(path).expanduser() / ADAPTER_CONFIG).read_text())
-
-
-def resolved(path: str | Path) -> Path:
-    return Path(path).expanduser().resolve()
-
-
-def adapter_base(path: str | Path, override: str | None = None) -> Path:
-    """The resolved base model of an adapter: ``override`` if given, else its
-    ``base_model_name_or_path`` (a relative path is taken from the current folder)."""
-    base = override or adapter_config(path).get("base_model_name_or_path")
-    if not base:
-        raise ValueError(
-            f"{path}/{ADAPTER_CONFIG} names no base_model_name_or_path; set reference_base to the base "
-            "model's folder"
-        )
-    return resolved(base)
-
 
 # -------------------------------------------------------------------------------------- the policy
 
@@ -217,26 +173,6 @@ def add_reference_adapter(lora_model, path: str | Path, device=None) -> None:
     for name, param in lora_model.named_parameters():
         if f".{REFERENCE_ADAPTER}." in name:
             param.requires_grad_(False)
-
-
-def load_merged_adapter(path: str | Path, base: str | Path, **load_kwargs):
-    """A LoRA adapter merged into its base: a plain, frozen model (as a reference: a second base in
-    memory; ``save_pretrained`` on it writes a full checkpoint that `load_model` and eval take).
-
-    Args:
-        path: the adapter folder.
-        base: its base model's folder.
-        load_kwargs: dtype, attn_implementation, trust_remote_code, device, as `load_model` takes them.
-    """
-    from videothinker.models.loading import load_model
-
-    peft = require_peft()
-    model = load_model(base, **load_kwargs)
-    device = load_kwargs.get("device")
-    merged = peft.PeftModel.from_pretrained(
-        model, str(path), is_trainable=False, torch_device=str(device) if device is not None else None
-    ).merge_and_unload()
-    return merged.eval().requires_grad_(False)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ clamped KL term (rl/losses.py). The stages differ only in data and reference:
 The reference given is the reference used, in every setting; the first log lines say which it is.
 With ``model.lora_r > 0`` the policy trains LoRA adapters on a frozen base, and a LoRA reference on
 the same base (or, for grpo, the base itself) is computed by the policy's own model with its adapters
-switched (models/lora.py): one base in memory.
+switched (models/lora.py): one base in memory. models/policy.py builds the policy and the reference,
+however it is held; the loop only asks the reference for the model to run.
 
 Why not TRL's GRPOTrainer: it has no video input and no way to set the reference model; the loop
 here is short enough to read top to bottom.
@@ -20,7 +21,6 @@ here is short enough to read top to bottom.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ from videothinker.data.records import Record
 from videothinker.models import lora
 from videothinker.models.engine import make_engine
 from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
+from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.rewards import compute_rewards
 from videothinker.rl.sampler import PromptSampler
@@ -65,38 +66,6 @@ def reference_description(config: TrainConfig, plan: lora.ReferencePlan | None =
     return f"stage {config.stage}: reference model = {plan.path} {held}; beta = {beta:g} {direction}"
 
 
-class JsonlLogger:
-    """Appends one JSON object per line to ``log.jsonl`` (and mirrors scalars to TensorBoard if asked)."""
-
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None, enabled: bool = True):
-        self.path, self.enabled, self.tb = path, enabled, None
-        if enabled and tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(tensorboard_dir))
-            except ImportError:
-                warn("report_to includes tensorboard but tensorboard is not installed; logging JSONL only")
-
-    def log(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None and "step" in row:
-            for key, value in row.items():
-                if isinstance(value, int | float) and key != "step":
-                    self.tb.add_scalar(key, value, row["step"])
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows of steps after ``step`` (a resumed run rewrites them)."""
-        if not self.enabled or not self.path.exists():
-            return
-        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-        keep = [line for line in rows if json.loads(line).get("step", -1) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
-
-
 def load_training_records(config: TrainConfig) -> list[Record]:
     """The stage's records: all of them, or only those of ``data.question_kind``.
 
@@ -120,11 +89,6 @@ def load_training_records(config: TrainConfig) -> list[Record]:
     if not records:
         raise ValueError(f"no training records in {data.path}" + (f" of kind {kind}" if kind else ""))
     return records
-
-
-def _visual_module(model) -> torch.nn.Module | None:
-    inner = getattr(model, "model", model)
-    return getattr(inner, "visual", None) or getattr(model, "visual", None)
 
 
 def _all_reduce_grads(params: list[torch.nn.Parameter], num_processes: int) -> None:
@@ -168,7 +132,8 @@ class Trainer:
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
-        from videothinker.models.loading import eos_token_ids, load_model, load_processor
+        from videothinker.models.loading import eos_token_ids, load_processor
+        from videothinker.models.policy import build_policy_and_reference
 
         self.config = cfg = config
         g = cfg.grpo
@@ -185,57 +150,23 @@ class Trainer:
         self.logger = JsonlLogger(self.out / "log.jsonl", tb_dir, enabled=is_main)
 
         checkpoint = self._checkpoint_to_resume(resume)
-        self.reference_plan = plan = lora.plan_reference(cfg)
+        plan = lora.plan_reference(cfg)
         print0(reference_description(cfg, plan))
-        self.records = load_training_records(cfg)
-        self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
-        m = cfg.model
-        self.processor = load_processor(m.path)
-        if checkpoint is not None and lora.is_adapter(checkpoint) and not m.lora_r:
-            raise ValueError(f"{checkpoint} holds a LoRA adapter: resume it with the run's model.lora_r")
-        self.policy = load_model(
-            m.path if m.lora_r else checkpoint or m.path,
-            dtype=m.dtype,
-            attn_implementation=m.attn_implementation,
-            trust_remote_code=m.trust_remote_code,
-            device=self.device,
-        )
-        if m.dtype in ("bfloat16", "float16") and not m.lora_r and g.learning_rate < 1e-4:
-            warn(
-                f"model.dtype = {m.dtype} with learning_rate {g.learning_rate:g}: half-precision weights round "
-                "away updates this small (a bf16 weight of 0.02 moves in steps of about 1e-4); use "
-                "model.dtype=float32 with grpo.bf16=true (fp32 master weights, bf16 compute)"
-            )
-        if m.freeze_vision and (visual := _visual_module(self.policy)) is not None:
-            visual.requires_grad_(False)
-        if m.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # self.policy stays the model that is sampled from and trained; with LoRA, self.lora is the peft
-        # model that injected its adapters into it and switches, disables and saves them.
-        self.lora = lora.add_policy_adapter(self.policy, m, checkpoint) if m.lora_r else None
-        self.reference = None  # a second model; None if there is none or it lives in the policy's
-        ref_kwargs = {
-            "dtype": "bfloat16" if g.bf16 else m.dtype,
-            "attn_implementation": m.attn_implementation,
-            "trust_remote_code": m.trust_remote_code,
-            "device": self.device,
-        }
-        if plan.kind == "model":
-            self.reference = load_model(plan.path, **ref_kwargs).requires_grad_(False)
-        elif plan.kind == "merged_adapter":
-            if m.lora_r:
-                warn(
-                    f"the reference adapter's base {plan.base} is not the policy's ({m.path}), so it is loaded as a "
-                    f"second model; if it is the same model, set reference_base={m.path} to share one base"
-                )
-            self.reference = lora.load_merged_adapter(plan.path, plan.base, **ref_kwargs)
-        elif plan.kind == "policy_adapter":
-            lora.add_reference_adapter(self.lora, plan.path, self.device)
+
+        # models: the policy (sampled from and trained), its LoRA adapters (self.lora: the peft model
+        # that switches, disables and saves them; None without LoRA) and the reference (None: beta = 0)
+        self.processor = load_processor(cfg.model.path)
+        self.policy, self.lora, self.ref = build_policy_and_reference(cfg, self.device, checkpoint, plan)
         self.engine = make_engine(self.policy, cfg.rollout, torch.bfloat16 if g.bf16 else None)
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
+        # data
+        self.records = load_training_records(cfg)
+        self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
+
+        # optimisation
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.params,
@@ -265,6 +196,12 @@ class Trainer:
                     "config": to_dict(cfg),
                 }
             )
+
+    @property
+    def reference(self) -> torch.nn.Module | None:
+        """The reference's second, frozen model; None when there is no reference or it is the
+        policy's own model with its adapters switched (the loop uses `self.ref` either way)."""
+        return None if self.ref is None else self.ref.separate
 
     def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
         existing = list_checkpoints(self.out)
@@ -393,11 +330,9 @@ class Trainer:
         advantages = group_advantages(total, G, scale_rewards=g.scale_rewards)
         if g.num_iterations > 1:  # the ratio's denominator: the sampling policy, frozen for the iterations
             rollout.old_logprobs = self._logprobs(self.policy, rollout, grad=False)
-        if self.reference is not None:
-            rollout.ref_logprobs = self._logprobs(self.reference, rollout, grad=False)
-        elif self.reference_plan.in_policy:
-            with lora.reference_view(self.lora, self.reference_plan.adapter):
-                rollout.ref_logprobs = self._logprobs(self.policy, rollout, grad=False)
+        if self.ref is not None:
+            with self.ref.active() as reference:
+                rollout.ref_logprobs = self._logprobs(reference, rollout, grad=False)
         return MicroBatch(rollout, records, advantages.to(self.device), rewards, total)
 
     def _logprobs(self, model, rollout, grad: bool) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""The models of a training run: the policy, its LoRA adapters, and the reference model of the KL term.
+
+`build_policy_and_reference` reads the config and returns the policy (the model sampled from and
+trained), the peft model owning its adapters (None for full fine-tuning) and a `Reference` (None
+when beta = 0). The reference is planned first (`lora.plan_reference`, from the files alone) and then
+held in one of four ways: a second frozen model, a LoRA adapter merged into its base as a second
+model, a LoRA adapter on the policy's own base, or that base with the adapters off. The trainer does
+not ask which: ``with reference.active() as model`` gives the model whose log-probs are the
+reference's, whichever way it is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from videothinker.adapters import is_adapter
+from videothinker.console import warn
+from videothinker.models import lora
+from videothinker.models.loading import load_merged_adapter, load_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from videothinker.config import TrainConfig
+
+
+class Reference:
+    """The reference model of the KL term, however it is held (``plan.kind``, models/lora.py).
+
+    Args:
+        plan: the run's `lora.ReferencePlan`.
+        separate: the second, frozen model (kinds model and merged_adapter); None when the reference
+            is the policy's own model with its adapters switched (policy_adapter, policy_base).
+        policy: the policy's model (used by the in-policy kinds).
+        lora_model: the policy's peft model (used by the in-policy kinds).
+    """
+
+    def __init__(self, plan: lora.ReferencePlan, separate=None, policy=None, lora_model=None):
+        self.plan, self.separate, self._policy, self._lora = plan, separate, policy, lora_model
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[torch.nn.Module]:
+        """Inside: the model that computes the reference's log-probs. For an in-policy reference it is
+        the policy's own model with the reference adapter active (or every adapter off); on exit the
+        policy is as it was (`lora.reference_view`)."""
+        if self.separate is not None:
+            yield self.separate
+            return
+        with lora.reference_view(self._lora, self.plan.adapter):
+            yield self._policy
+
+
+def _visual_module(model) -> torch.nn.Module | None:
+    inner = getattr(model, "model", model)
+    return getattr(inner, "visual", None) or getattr(model, "visual", None)
+
+
+def build_policy_and_reference(
+    config: TrainConfig,
+    device,
+    checkpoint: Path | None = None,
+    plan: lora.ReferencePlan | None = None,
+) -> tuple[Any, Any, Reference | None]:
+    """Load the policy (LoRA adapters injected if ``model.lora_r``) and its reference.
+
+    Args:
+        config: the resolved training config (model, grpo.bf16 and learning_rate, reference).
+        device: where the weights go (the accelerator's device).
+        checkpoint: resume: the policy's weights (a full model) or adapter (LoRA) come from here.
+        plan: the run's reference plan (default: `lora.plan_reference(config)`).
+
+    Returns:
+        (policy, lora_model, reference): the model sampled from and trained; the peft model that
+        injected its adapters into it and switches, disables and saves them (None without LoRA); the
+        `Reference` (None when beta = 0 loads none).
+    """
+    m, g = config.model, config.grpo
+    plan = plan or lora.plan_reference(config)
+    if checkpoint is not None and is_adapter(checkpoint) and not m.lora_r:
+        raise ValueError(f"{checkpoint} holds a LoRA adapter: resume it with the run's model.lora_r")
+    policy = load_model(
+        m.path if m.lora_r else checkpoint or m.path,
+        dtype=m.dtype,
+        attn_implementation=m.attn_implementation,
+        trust_remote_code=m.trust_remote_code,
+        device=device,
+    )
+    if m.dtype in ("bfloat16", "float16") and not m.lora_r and g.learning_rate < 1e-4:
+        warn(
+            f"model.dtype = {m.dtype} with learning_rate {g.learning_rate:g}: half-precision weights round "
+            "away updates this small (a bf16 weight of 0.02 moves in steps of about 1e-4); use "
+            "model.dtype=float32 with grpo.bf16=true (fp32 master weights, bf16 compute)"
+        )
+    if m.freeze_vision and (visual := _visual_module(policy)) is not None:
+        visual.requires_grad_(False)
+    if m.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora_model = lora.add_policy_adapter(policy, m, checkpoint) if m.lora_r else None
+    ref_kwargs = {
+        "dtype": "bfloat16" if g.bf16 else m.dtype,
+        "attn_implementation": m.attn_implementation,
+        "trust_remote_code": m.trust_remote_code,
+        "device": device,
+    }
+    reference = None
+    if plan.kind == "model":
+        reference = Reference(plan, load_model(plan.path, **ref_kwargs).requires_grad_(False))
+    elif plan.kind == "merged_adapter":
+        if m.lora_r:
+            warn(
+                f"the reference adapter's base {plan.base} is not the policy's ({m.path}), so it is loaded as a "
+                f"second model; if it is the same model, set reference_base={m.path} to share one base"
+            )
+        reference = Reference(plan, load_merged_adapter(plan.path, plan.base, **ref_kwargs))
+    elif plan.in_policy:
+        if plan.kind == "policy_adapter":
+            lora.add_reference_adapter(lora_model, plan.path, device)
+        reference = Reference(plan, policy=policy, lora_model=lora_model)
+    return policy, lora_model, reference
