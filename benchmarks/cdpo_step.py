@@ -7,8 +7,10 @@ tokens, bf16 weights, SDPA attention, gradient checkpointing on (the paper prese
 One CDPO step = sample G completions, reference (bias model) log-probs without grad, policy
 log-probs with grad, the CDPO loss (beta = -0.01, clamped k3), backward, optimizer step.
 
-- lean:  `generate_rollout` (one prefill fanned out to G) + `completion_logprobs` (the video encoded
-         once per model and shared; completion-only logits, fp32 chunks);
+- lean:  `generate_rollout` with the decode engine (`--engine graph`, the default: one prefill, static
+         KV cache, CUDA-graph decode step; `--engine generate`: one prefill fanned out to G, then
+         ``generate``) + `completion_logprobs` (the video encoded once per model and shared;
+         completion-only logits, fp32 chunks);
 - naive: `simple_generate_rollout` (generate(num_return_sequences=G)) + `naive_completion_logprobs`
          (video repeated G times, full-vocab logits over prompt + completion).
 
@@ -17,6 +19,11 @@ are computed on the lean path's rollout, so the loss, the work and the memory co
 like; sampling is timed separately for each). Prints a table; writes JSON to --out.
 
     python benchmarks/cdpo_step.py --out results.json          # needs a CUDA GPU (H100/H200)
+    python benchmarks/cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2   # the paper setting
+
+``--master-fp32`` is the paper presets' precision: fp32 policy weights (and AdamW state) with bf16
+autocast; the engine then decodes from a bf16 copy of the text model, refreshed after each
+optimizer step (timed with the optimizer).
 """
 
 from __future__ import annotations
@@ -24,101 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
-
-
-def qwen2_5_vl_3b_config(tiny: bool = False):
-    """The Qwen2.5-VL-3B-Instruct architecture (its published config.json values); ``tiny`` shrinks
-    it to a few layers for a CPU smoke run of this script."""
-    from transformers import Qwen2_5_VLConfig
-
-    text = dict(
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        max_position_embeddings=128000,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        hidden_act="silu",
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-    )
-    vision = dict(
-        depth=32,
-        hidden_size=1280,
-        intermediate_size=3420,
-        num_heads=16,
-        out_hidden_size=2048,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=112,
-        fullatt_block_indexes=[7, 15, 23, 31],
-        in_chans=3,
-        hidden_act="silu",
-    )
-    if tiny:
-        text.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
-        text["rope_parameters"]["mrope_section"] = [4, 6, 6]
-        vision.update(
-            depth=2,
-            hidden_size=64,
-            intermediate_size=128,
-            num_heads=2,
-            out_hidden_size=128,
-            fullatt_block_indexes=[1],
-        )
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=151655,
-        video_token_id=151656,
-        vision_start_token_id=151652,
-        vision_end_token_id=151653,
-        tie_word_embeddings=True,
-    )
-    config._attn_implementation = "sdpa"
-    return config
-
-
-def build_model(config, seed: int, device: str):
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    return model
-
-
-def video_prompt(config, device, frames=16, height=308, width=448, prompt_tokens=1500):
-    """A B=1 prompt: text, <vision_start>, 1408 video tokens, <vision_end>, text; random patches."""
-    grid = (frames // 2, height // 14, width // 14)  # (8, 22, 32) patches
-    video_tokens = grid[0] * grid[1] * grid[2] // 4  # 1408 after the 2x2 merge
-    text = prompt_tokens - video_tokens - 2
-    g = torch.Generator().manual_seed(0)
-    head = torch.randint(1000, 100000, (text // 2,), generator=g)
-    tail = torch.randint(1000, 100000, (text - text // 2,), generator=g)
-    ids = torch.cat(
-        [
-            head,
-            torch.tensor([config.vision_start_token_id]),
-            torch.full((video_tokens,), config.video_token_id),
-            torch.tensor([config.vision_end_token_id]),
-            tail,
-        ]
-    ).unsqueeze(0)
-    patches = grid[0] * grid[1] * grid[2]
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": torch.ones_like(ids).to(device),
-        "pixel_values_videos": torch.randn(patches, 3 * 2 * 14 * 14, generator=g).to(device, torch.bfloat16),
-        "video_grid_thw": torch.tensor([grid]).to(device),
-        "second_per_grid_ts": torch.tensor([1.0]).to(device),
-    }
+from fullsize import allocated, build_model, qwen2_5_vl_3b_config, timed, video_prompt
 
 
 def reference_code_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, video, G):
@@ -134,23 +49,6 @@ def reference_code_logprobs(model, prompt_ids, prompt_mask, completion_ids, comp
     logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, :-1].float()
     logps = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     return logps[:, P - 1 :]
-
-
-def timed(fn):
-    """(result, seconds, peak GiB allocated during fn); on CPU the peak is reported as 0."""
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    out = fn()
-    if cuda:
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start, torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
-
-
-def allocated() -> float:
-    return torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
 def main() -> None:
@@ -171,13 +69,23 @@ def main() -> None:
         action="store_true",
         help="only the policy on the GPU (no bias model, no optimizer step): its forward+backward alone",
     )
+    parser.add_argument(
+        "--engine", choices=["graph", "generate"], default="graph", help="lean path's sampler"
+    )
+    parser.add_argument(
+        "--master-fp32",
+        action="store_true",
+        help="fp32 policy weights with bf16 autocast (the paper presets)",
+    )
     parser.add_argument("--out", default="cdpo_step.json")
     args = parser.parse_args()
     G, T = args.generations, args.completion_tokens
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     config = qwen2_5_vl_3b_config(args.tiny)
-    policy = build_model(config, seed=0, device=device)
+    policy = build_model(
+        config, seed=0, device=device, dtype=torch.float32 if args.master_fp32 else torch.bfloat16
+    )
     bias = (
         None if args.policy_only else build_model(config, seed=1, device=device).eval().requires_grad_(False)
     )
@@ -185,6 +93,12 @@ def main() -> None:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Fused AdamW (as the trainer uses on CUDA): no parameter-sized temporaries in the optimizer step.
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device == "cuda")
+    engine = None
+    if args.engine == "graph":
+        from videothinker.models.engine import DecodeEngine
+
+        engine = DecodeEngine(policy, dtype=torch.bfloat16)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.master_fp32)
     video = dict(frames=4, height=56, width=56, prompt_tokens=40) if args.tiny else {}
     inputs = video_prompt(config, device, **video)
     # An EOS id the random model cannot sample keeps every completion at T tokens.
@@ -203,9 +117,10 @@ def main() -> None:
 
     def sample(path):
         policy.eval()
-        with torch.no_grad():
-            fn = generate_rollout if path == "lean" else simple_generate_rollout
-            return fn(policy, inputs, G, **gen)
+        with torch.no_grad(), autocast:
+            if path == "lean":
+                return generate_rollout(policy, inputs, G, engine=engine, **gen)
+            return simple_generate_rollout(policy, inputs, G, **gen)
 
     def update(path, rollout, phases=None):
         """Reference log-probs, policy forward+backward, optimizer step; per-phase (s, peak GiB)."""
@@ -222,12 +137,13 @@ def main() -> None:
         def ref_pass():
             if bias is None:
                 return None
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 return logp(bias, *args_)
 
         def policy_pass():
             policy.train()
-            logprobs = logp(policy, *args_)
+            with autocast:
+                logprobs = logp(policy, *args_)
             advantages = torch.randn(G, device=device)
             loss, _ = policy_loss(
                 logprobs,
@@ -243,6 +159,8 @@ def main() -> None:
         def optimizer_pass():
             if not args.policy_only:
                 optimizer.step()
+                if engine is not None:
+                    engine.refresh_weights()
             optimizer.zero_grad(set_to_none=True)
 
         ref, t_ref, m_ref = timed(ref_pass)
@@ -270,6 +188,9 @@ def main() -> None:
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "gradient_checkpointing": not args.no_gradient_checkpointing,
         "policy_only": args.policy_only,
+        "engine": args.engine,
+        "master_fp32": args.master_fp32,
+        "engine_copy_gib": 0.0 if engine is None else engine.weights.copy_bytes / 2**30,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
     }
