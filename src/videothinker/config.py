@@ -369,7 +369,7 @@ class RolloutConfig:
         "graph",
         "graph: videothinker's decode engine (one prefill, a static KV cache, the decode step captured "
         "once in a CUDA graph and replayed on a GPU, run eagerly on a CPU) | generate: plain transformers "
-        "generate, the reference. A model the engine cannot serve (a LoRA policy, another architecture) "
+        "generate, the reference. A model the engine cannot serve (quantised layers, another architecture) "
         "falls back to generate with a warning",
     )
     prompt_bucket: int = _field(

@@ -185,3 +185,37 @@ def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch):
     b = graph.generate(inputs, 4, **sample)
     assert torch.equal(a, b)
     assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
+
+
+def test_lora_policy_decodes_with_merged_adapters(tiny_model_dir):
+    """A peft LoRA policy: the engine decodes from the base weights with the adapters merged in, and
+    after the adapters change (a training step) `refresh_weights` brings it back to generate's tokens."""
+    peft = pytest.importorskip("peft")
+    model = sharp_model(tiny_model_dir("qwen2_5_vl"))
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, exclude_modules=r".*visual.*")
+    peft.get_peft_model(model, config)  # injects the adapters into ``model`` in place
+
+    def perturb(seed):
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen2_5_vl"))
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 10, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    perturb(0)
+    engine = DecodeEngine(model)
+    assert len(engine.weights.merges) == 7 * len(vlm_body(model).language_model.layers)
+    assert torch.equal(
+        engine.generate(inputs, 2, **kwargs),
+        reference_greedy(model, inputs, processor, 10).repeat_interleave(2, 0),
+    )
+    perturb(1)  # the adapters move; the merged weights follow only after a refresh
+    expected = reference_greedy(model, inputs, processor, 10).repeat_interleave(2, 0)
+    stale = engine.generate(inputs, 2, **kwargs)
+    engine.refresh_weights()
+    assert torch.equal(engine.generate(inputs, 2, **kwargs), expected)
+    assert not torch.equal(stale, expected)

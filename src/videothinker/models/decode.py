@@ -4,7 +4,8 @@ The sampling engine (`videothinker.models.engine`) decodes with this step instea
 ``forward``: the step takes fixed-shape inputs (one token per row, a static KV cache, a write index
 held on the device), so it can be captured once in a CUDA graph and replayed, and it reads its
 weights from a `DecoderWeights`, which either *are* the model's parameters (bf16 models: no copy) or
-a low-precision copy of fp32 master weights refreshed in place after each optimizer step.
+a low-precision copy of fp32 master weights, refreshed in place after each optimizer step (for a
+LoRA policy, the adapted weights are merged copies: base + adapters, refreshed the same way).
 
 `decode_step` equals one step of the model's own forward with a KV cache (``model(input_ids=[[t]],
 past_key_values=cache)``) for a text token: embedding, for every decoder layer RMSNorm -> q/k/v
@@ -70,6 +71,8 @@ class DecoderWeights:
         copies, sources: when the weights are a copy of the model's parameters, the copied tensors
             and the parameters they mirror (`refresh` casts the second into the first); empty when
             the weights are the parameters themselves.
+        merges: for a LoRA policy, (merged weight, peft layer, adapter names): the layer's base
+            weight plus each active adapter's ``get_delta_weight``, recomputed by `refresh`.
     """
 
     embed: torch.Tensor
@@ -86,6 +89,7 @@ class DecoderWeights:
     act: Callable[[torch.Tensor], torch.Tensor]
     copies: list[torch.Tensor] = field(default_factory=list)
     sources: list[torch.Tensor] = field(default_factory=list)
+    merges: list[tuple[torch.Tensor, torch.nn.Module, list[str]]] = field(default_factory=list)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -101,15 +105,21 @@ class DecoderWeights:
 
     @property
     def copy_bytes(self) -> int:
-        """Bytes held by the low-precision copy (0 when the weights are the model's own)."""
-        return sum(t.numel() * t.element_size() for t in self.copies)
+        """Bytes held by the copy and the merged LoRA weights (0 when the weights are the model's own)."""
+        merged = [m[0] for m in self.merges]
+        return sum(t.numel() * t.element_size() for t in (*self.copies, *merged))
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Cast the model's current parameters into the copy, in place (the same buffers, so captured
-        CUDA graphs stay valid); nothing to do when the weights are the parameters themselves."""
+        """Cast the model's current parameters into the copy and re-merge LoRA adapters, in place (the
+        same buffers, so captured CUDA graphs stay valid); nothing to do when the weights are the
+        parameters themselves."""
         if self.copies:
             torch._foreach_copy_(self.copies, self.sources)
+        for merged, layer, names in self.merges:
+            merged.copy_(layer.base_layer.weight)
+            for name in names:
+                merged.add_(layer.get_delta_weight(name).to(merged.dtype))
 
 
 def decode_unavailable(model: torch.nn.Module) -> str | None:
@@ -137,8 +147,8 @@ def decode_unavailable(model: torch.nn.Module) -> str | None:
             *((n, getattr(attn, n, None)) for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
             *((n, getattr(mlp, n, None)) for n in ("gate_proj", "up_proj", "down_proj")),
         ):
-            if type(module) is not torch.nn.Linear:  # a peft LoRA layer, a quantised layer, ...
-                return f"layer {i}'s {name} is a {type(module).__name__}, not a plain Linear"
+            if type(module) is not torch.nn.Linear and (why := _lora_unservable(module)) is not None:
+                return f"layer {i}'s {name} is a {type(module).__name__}, {why}"
         if any(
             getattr(mlp, n).bias is not None for n in ("gate_proj", "up_proj", "down_proj")
         ) or not hasattr(mlp, "act_fn"):
@@ -149,18 +159,33 @@ def decode_unavailable(model: torch.nn.Module) -> str | None:
     return None
 
 
+def _lora_unservable(module: torch.nn.Module) -> str | None:
+    """None for a peft LoRA layer over a plain Linear whose adapters merge into one weight
+    (``get_delta_weight``), else why not."""
+    base = getattr(module, "base_layer", None)
+    if type(base) is not torch.nn.Linear or not hasattr(module, "get_delta_weight"):
+        return "not a plain Linear or a LoRA layer over one"
+    for name in getattr(module, "active_adapters", []):
+        for flag in ("use_dora", "lora_bias"):
+            if getattr(module, flag, {}).get(name, False):
+                return f"whose adapter {name!r} uses {flag} (not merged by the engine)"
+    return None
+
+
+def _linear(module: torch.nn.Module) -> torch.nn.Linear:
+    """The plain Linear of a layer: itself, or a LoRA layer's base."""
+    return module if type(module) is torch.nn.Linear else module.base_layer
+
+
 def _eps(norm: torch.nn.Module) -> float | None:
     return getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-
-
-def _bias(module: torch.nn.Linear) -> torch.Tensor | None:
-    return None if module.bias is None else module.bias
 
 
 @torch.no_grad()
 def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None) -> DecoderWeights:
     """The text model's weights for `decode_step`: the parameters themselves when ``dtype`` is None or
-    theirs, else a copy cast to ``dtype`` (tied tensors copied once), kept fresh by
+    theirs, else a copy cast to ``dtype`` (tied tensors copied once); a LoRA layer's weight is its
+    base with the active adapters merged in. Copies and merges are kept fresh by
     `DecoderWeights.refresh`. Raises ValueError naming what is unsupported (`decode_unavailable`)."""
     reason = decode_unavailable(model)
     if reason is not None:
@@ -169,6 +194,20 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
     lm = body.language_model
     copies: dict[int, torch.Tensor] = {}
     sources: list[torch.Tensor] = []
+    merges: list[tuple[torch.Tensor, torch.nn.Module, list[str]]] = []
+
+    def weight(module: torch.nn.Module) -> torch.Tensor:
+        """A Linear's weight; for a LoRA layer with active adapters, a merged copy (`refresh`)."""
+        names = [] if type(module) is torch.nn.Linear or module.merged else list(module.active_adapters)
+        if not names:
+            return take(_linear(module).weight)
+        base = module.base_layer.weight
+        merged = torch.empty_like(base, dtype=dtype or base.dtype)
+        merges.append((merged, module, names))
+        return merged
+
+    def bias(module: torch.nn.Module) -> torch.Tensor | None:
+        return take(_linear(module).bias)
 
     def take(t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
@@ -189,18 +228,18 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
         layers.append(
             LayerWeights(
                 input_norm=take(layer.input_layernorm.weight),
-                q=take(a.q_proj.weight),
-                k=take(a.k_proj.weight),
-                v=take(a.v_proj.weight),
-                o=take(a.o_proj.weight),
+                q=weight(a.q_proj),
+                k=weight(a.k_proj),
+                v=weight(a.v_proj),
+                o=weight(a.o_proj),
                 post_norm=take(layer.post_attention_layernorm.weight),
-                gate=take(m.gate_proj.weight),
-                up=take(m.up_proj.weight),
-                down=take(m.down_proj.weight),
-                q_bias=take(_bias(a.q_proj)),
-                k_bias=take(_bias(a.k_proj)),
-                v_bias=take(_bias(a.v_proj)),
-                o_bias=take(_bias(a.o_proj)),
+                gate=weight(m.gate_proj),
+                up=weight(m.up_proj),
+                down=weight(m.down_proj),
+                q_bias=bias(a.q_proj),
+                k_bias=bias(a.k_proj),
+                v_bias=bias(a.v_proj),
+                o_bias=bias(a.o_proj),
                 q_norm=None if q_norm is None else take(q_norm.weight),
                 k_norm=None if k_norm is None else take(k_norm.weight),
             )
@@ -224,6 +263,9 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
     )
     weights.copies = [copies[s.data_ptr()] for s in sources]
     weights.sources = sources
+    weights.merges = merges
+    if merges:
+        weights.refresh()
     return weights
 
 
