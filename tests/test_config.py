@@ -164,11 +164,26 @@ def test_bad_values_are_errors(override, message):
         (["prompt_truncation=video"], "data.prompt_truncation must be one of error, text"),
         (["dtype=fp8"], "model.dtype must be one of"),
         (["warmup_ratio=1.0"], r"grpo.warmup_ratio must be in \[0, 1\)"),
+        (["optim=adamw_bnb_8bit"], "grpo.optim must be one of adamw_torch_fused, adamw_torch, "),
     ],
 )
 def test_validation_messages(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_train_config(None, [*PATHS, *overrides])
+
+
+def test_optim_that_needs_a_missing_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name)
+    )
+    with pytest.raises(
+        ValueError, match=r"grpo.optim = adamw_torch_8bit needs torchao: pip install 'videothinker\[lowmem\]'"
+    ):
+        load_train_config(None, [*PATHS, "optim=adamw_torch_8bit"])
+    assert load_train_config(None, PATHS).grpo.optim == "adamw_torch_fused"  # the default needs torch only
 
 
 def test_all_problems_reported_at_once():
