@@ -251,6 +251,22 @@ def test_paper_presets_carry_the_reference_values(stage, beta):
     assert (config.reference is not None) == (stage == "cdpo")
 
 
+@pytest.mark.parametrize(
+    ("preset", "model"),
+    [("paper_qwen2_5_vl_3b_cdpo_48gb", "3B"), ("paper_qwen2_5_vl_7b_cdpo", "7B")],
+)
+def test_low_memory_presets_are_the_paper_recipe_with_bf16_weights_and_8bit_adamw(preset, model):
+    """Every setting of the paper's CDPO preset, except the weights' dtype, the optimizer and the paths."""
+    paper, low = to_dict(load_train_config("paper_qwen2_5_vl_3b_cdpo")), to_dict(load_train_config(preset))
+    assert (low["model"]["dtype"], low["grpo"]["optim"]) == ("bfloat16", "adamw_torch_8bit")
+    assert (paper["model"]["dtype"], paper["grpo"]["optim"]) == ("float32", "adamw_torch_fused")
+    assert f"Qwen2.5-VL-{model}-Instruct" in low["model"]["path"]
+    for config in (paper, low):
+        del config["model"]["dtype"], config["model"]["path"], config["grpo"]["optim"]
+        del config["output_dir"], config["reference"]
+    assert low == paper
+
+
 @pytest.mark.parametrize(("stage", "beta", "kind"), [("bias", 0.0, "observational"), ("cdpo", -0.01, None)])
 def test_tiny_preset_takes_the_stage_from_the_command_line(stage, beta, kind):
     extra = ["reference=outputs/tiny/bias/final"] if stage == "cdpo" else []
