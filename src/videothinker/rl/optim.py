@@ -26,7 +26,8 @@ The names are transformers' ``OptimizerNames`` where they exist (``adamw_torch_8
 transformers, the torchao options always turn stochastic rounding on: it acts on bf16 weights only, and
 bf16 weights without it would lose the updates that the presets' learning rate makes. torchao's
 optimizers compile one fused update kernel per parameter shape with ``torch.compile`` on their first
-step (tens of seconds on a GPU host; a C++ compiler on CPU) and run on CPU and CUDA alike.
+step (about a minute on a 2-core CPU for a tiny model, which needs a C++ compiler; Triton on CUDA) and
+run on CPU and CUDA alike.
 
 bitsandbytes' 8-bit AdamW is not offered: it rounds bf16 weights to nearest, so it keeps lr 1e-6
 updates only with fp32 master weights (10 bytes per parameter, 45 GB with the bf16 bias model for
