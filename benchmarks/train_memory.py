@@ -178,6 +178,20 @@ class GpuMemoryPoller:
         self._thread.join(timeout=10)
 
 
+def gpu_name() -> str | None:
+    """The GPU's name from nvidia-smi (this process never opens a CUDA context: its memory would count)."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
 def log_rows(out: Path) -> list[dict]:
     log = out / "log.jsonl"
     if not log.is_file():
@@ -233,8 +247,7 @@ def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: 
     out = work / "runs" / run
     shutil.rmtree(out, ignore_errors=True)
     command = train_command(run, model, data, out, tiny)
-    src = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's package, installed or not
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    env = _env()
     started = time.time()
     log_file = work / "runs" / f"{run}.out"
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,7 @@ def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: 
         **summarize(log_rows(out)[:steps]),
         "nvidia_smi_peak_gib": None if poller.peak_mib is None else poller.peak_mib * 2**20 / GIB,
         "wall_s": time.time() - started,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": gpu_name() or "cpu",
         "torch": torch.__version__,
         "torchao": _version("torchao"),
         "transformers": _version("transformers"),
@@ -278,6 +291,12 @@ def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: 
     }
     shutil.rmtree(out, ignore_errors=True)
     return record
+
+
+def _env() -> dict[str, str]:
+    """The environment of the child processes: this checkout's package first, installed or not."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
 
 
 def _version(package: str) -> str | None:
@@ -311,13 +330,24 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
-    parser.add_argument("--steps", type=int, default=4, help="logged steps per run (the first compiles)")
-    parser.add_argument("--work", default="/tmp/videothinker-train-memory", help="models, frames, runs")
-    parser.add_argument("--out", default=os.environ.get("OUT", "runs/train_memory"), help="one JSON per run")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per run at most")
+    parser.add_argument("--steps", type=int, default=3, help="logged steps per run (the first compiles)")
+    parser.add_argument("--work", default="runs/train_memory_work", help="models, frames, runs (large)")
+    parser.add_argument(
+        "--out", default="runs/train_memory", help="one JSON per run (runs found there are skipped)"
+    )
+    parser.add_argument(
+        "--copy-to",
+        default=os.environ.get("OUT"),
+        help="also copy the JSONs and table.md here (default $OUT)",
+    )
+    parser.add_argument("--timeout", type=float, default=540, help="seconds per run at most")
     parser.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
     parser.add_argument("--tiny", action="store_true", help="tiny widths, small frames: a CPU smoke run")
+    parser.add_argument("--build", choices=sorted(SIZES), help=argparse.SUPPRESS)  # the child that builds
     args = parser.parse_args(argv)
+    if args.build:
+        print(f"built {build_model(args.build, Path(args.work), args.tiny)}")
+        return 0
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if unknown := [r for r in runs if r not in RUNS]:
         parser.error(f"unknown runs {', '.join(unknown)}; known: {', '.join(RUNS)}")
@@ -329,14 +359,35 @@ def main(argv: list[str] | None = None) -> int:
         if result.is_file() and not args.force:
             print(f"{run}: done before ({result})")
             continue
-        model = build_model(RUNS[run][0], work, args.tiny)
+        size = RUNS[run][0]
+        model = work / f"qwen2_5_vl_{size}{'_tiny' if args.tiny else ''}"
+        if not (model / "config.json").is_file():  # built in a child process: its GPU memory goes with it
+            build = [
+                sys.executable,
+                __file__,
+                "--build",
+                size,
+                "--work",
+                str(work),
+                *(["--tiny"] if args.tiny else []),
+            ]
+            subprocess.run(build, check=True, env=_env())
         record = run_one(run, model, data, work, args.steps, args.timeout, args.tiny)
         result.write_text(json.dumps(record, indent=2))
         print(
             f"{run}: {record['status']}, step {record['step_s']} s, peak reserved {record['peak_reserved_gib']} GiB"
         )
     records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    print(table(sorted(records, key=lambda r: list(RUNS).index(r["run"]) if r["run"] in RUNS else 99)))
+    text = table(sorted(records, key=lambda r: list(RUNS).index(r["run"]) if r["run"] in RUNS else 99))
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    if args.copy_to:
+        import shutil
+
+        target = Path(args.copy_to) / "train_memory"
+        target.mkdir(parents=True, exist_ok=True)
+        for file in [*out.glob("*.json"), out / "table.md"]:
+            shutil.copy(file, target / file.name)
     return 0
 
 
