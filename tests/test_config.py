@@ -164,11 +164,26 @@ def test_bad_values_are_errors(override, message):
         (["prompt_truncation=video"], "data.prompt_truncation must be one of error, text"),
         (["dtype=fp8"], "model.dtype must be one of"),
         (["warmup_ratio=1.0"], r"grpo.warmup_ratio must be in \[0, 1\)"),
+        (["optim=adamw_bnb_8bit"], "grpo.optim must be one of adamw_torch_fused, adamw_torch, "),
     ],
 )
 def test_validation_messages(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_train_config(None, [*PATHS, *overrides])
+
+
+def test_optim_that_needs_a_missing_package_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name)
+    )
+    with pytest.raises(
+        ValueError, match=r"grpo.optim = adamw_torch_8bit needs torchao: pip install 'videothinker\[lowmem\]'"
+    ):
+        load_train_config(None, [*PATHS, "optim=adamw_torch_8bit"])
+    assert load_train_config(None, PATHS).grpo.optim == "adamw_torch_fused"  # the default needs torch only
 
 
 def test_all_problems_reported_at_once():
@@ -234,6 +249,22 @@ def test_paper_presets_carry_the_reference_values(stage, beta):
     assert (config.video.max_frames, config.video.max_pixels) == (16, 256 * 28 * 28)
     assert config.data.question_kind == ("observational" if stage == "bias" else None)
     assert (config.reference is not None) == (stage == "cdpo")
+
+
+@pytest.mark.parametrize(
+    ("preset", "model"),
+    [("paper_qwen2_5_vl_3b_cdpo_48gb", "3B"), ("paper_qwen2_5_vl_7b_cdpo", "7B")],
+)
+def test_low_memory_presets_are_the_paper_recipe_with_bf16_weights_and_8bit_adamw(preset, model):
+    """Every setting of the paper's CDPO preset, except the weights' dtype, the optimizer and the paths."""
+    paper, low = to_dict(load_train_config("paper_qwen2_5_vl_3b_cdpo")), to_dict(load_train_config(preset))
+    assert (low["model"]["dtype"], low["grpo"]["optim"]) == ("bfloat16", "adamw_torch_8bit")
+    assert (paper["model"]["dtype"], paper["grpo"]["optim"]) == ("float32", "adamw_torch_fused")
+    assert f"Qwen2.5-VL-{model}-Instruct" in low["model"]["path"]
+    for config in (paper, low):
+        del config["model"]["dtype"], config["model"]["path"], config["grpo"]["optim"]
+        del config["output_dir"], config["reference"]
+    assert low == paper
 
 
 @pytest.mark.parametrize(("stage", "beta", "kind"), [("bias", 0.0, "observational"), ("cdpo", -0.01, None)])

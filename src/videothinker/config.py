@@ -282,6 +282,14 @@ class GRPOConfig:
         None, "weight of each reward in reward_funcs' order (TRL reward_weights); None: all 1"
     )
     # optimisation (transformers TrainingArguments names)
+    optim: str = _field(
+        "adamw_torch_fused",
+        "optimizer (TrainingArguments optim): adamw_torch_fused (torch AdamW, fused on CUDA; the default) | "
+        "adamw_torch | adamw_torch_bf16_sr (bf16 stochastic rounding) | adamw_torch_8bit | adamw_torch_4bit "
+        "(8- / 4-bit moments, bf16 stochastic rounding). The torchao ones (pip install "
+        "'videothinker[lowmem]') keep lr 1e-6 updates on bf16 weights: model.dtype=bfloat16 with "
+        "adamw_torch_8bit needs 6 bytes per parameter instead of the fp32 master path's 16 (rl/optim.py)",
+    )
     learning_rate: float = _field(1e-6, "AdamW learning rate (TRL GRPOConfig default; paper: 1e-6)")
     weight_decay: float = _field(0.0, "AdamW weight decay (TrainingArguments default)")
     adam_beta1: float = _field(0.9, "AdamW beta1 (TrainingArguments default)")
@@ -351,6 +359,9 @@ class GRPOConfig:
             )
         for item in self.report_to:
             out += _choice("grpo.report_to", item, REPORTERS)
+        from videothinker.rl.optim import optim_problems
+
+        out += optim_problems(self.optim)
         return (
             out
             + _choice("grpo.loss_type", self.loss_type, LOSS_TYPES)

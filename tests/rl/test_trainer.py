@@ -130,9 +130,22 @@ def test_cdpo_requires_a_reference(tiny_qwen2_5_vl_dir, lab_records, tmp_path, c
     assert code == 1 and "reference" in capsys.readouterr().err
 
 
-def test_resume_continues_exactly(tiny_qwen2_5_vl_dir, lab_records, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "optim",
+    [
+        [],  # the default: torch AdamW on fp32 weights
+        # torchao's 8-bit AdamW on bf16 weights: quantized moments and stochastic rounding (which draws
+        # from the RNG the checkpoint restores)
+        pytest.param(
+            ["--set", "optim=adamw_torch_8bit", "--set", "model.dtype=bfloat16"], id="adamw_torch_8bit"
+        ),
+    ],
+)
+def test_resume_continues_exactly(optim, tiny_qwen2_5_vl_dir, lab_records, tmp_path, monkeypatch):
     from videothinker.rl import trainer as trainer_module
 
+    if optim:
+        pytest.importorskip("torchao")
     args = [
         "train",
         "--stage",
@@ -148,6 +161,7 @@ def test_resume_continues_exactly(tiny_qwen2_5_vl_dir, lab_records, tmp_path, mo
         "grpo.save_steps=2",
         "--set",
         "grpo.save_total_limit=5",
+        *optim,
     ]
     straight = tmp_path / "straight"
     assert main([*args, "--out", str(straight)]) == 0
@@ -259,6 +273,31 @@ def test_one_step_moves_the_kl_the_way_beta_says(
     assert not result.skipped
     after = kl()
     assert (after > before) if grows else (after < before), (before, after)
+
+
+def test_peak_memory_in_every_log_row(tiny_qwen2_5_vl_dir, lab_records, tmp_path, monkeypatch):
+    """Each step opens a peak window and its row carries the peaks (on CPU torch counts none, so a
+    stand-in reports them here; tests/rl/test_memory.py reads the real counters on CUDA)."""
+    from videothinker.rl import trainer as trainer_module
+
+    windows = []
+    monkeypatch.setattr(trainer_module, "reset_peak_memory", lambda device: windows.append(device.type))
+    monkeypatch.setattr(
+        trainer_module,
+        "peak_memory",
+        lambda device: {"peak_allocated_gib": 1.5 * len(windows), "peak_reserved_gib": 2.0 * len(windows)},
+    )
+    out = tmp_path / "memory"
+    assert (
+        main(
+            ["train", "--stage", "bias", "--out", str(out), *_train_args(tiny_qwen2_5_vl_dir, lab_records, 2)]
+        )
+        == 0
+    )
+    rows = _rows(out)
+    assert windows == ["cpu", "cpu"]
+    assert [(r["peak_allocated_gib"], r["peak_reserved_gib"]) for r in rows] == [(1.5, 2.0), (3.0, 4.0)]
+    assert all(isinstance(r["lr"], float) for r in rows)
 
 
 def test_frozen_vision_tower_stays_put(tiny_qwen2_5_vl_dir, lab_records, tmp_path):

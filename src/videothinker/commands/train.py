@@ -15,9 +15,10 @@ Train one stage with GRPO-style RL on a video-QA file of the Video-R1 family.
   grpo  the baseline: reference = the initial model, beta >= 0 (beta = 0 loads no reference)
 
 Settings come from the defaults, the stage's defaults, --config (a YAML file or a preset name:
-paper_qwen2_5_vl_3b_bias / _cdpo / _grpo, tiny_cpu), then --set key=value (repeatable; TRL names:
-num_generations, max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, ...),
-then the flags below. The resolved config is written to OUT/config.yaml.
+paper_qwen2_5_vl_3b_bias / _cdpo / _grpo, paper_qwen2_5_vl_3b_cdpo_48gb (one 48 GB card),
+paper_qwen2_5_vl_7b_cdpo, tiny_cpu), then --set key=value (repeatable; TRL names: num_generations,
+max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, optim, ...), then the
+flags below. The resolved config is written to OUT/config.yaml.
 
 Writes OUT/log.jsonl (one line per step), OUT/checkpoint-<step>/ (HF format + trainer state; a run
 in a folder with checkpoints resumes from the newest) and OUT/final/ (the model, in HF format: the

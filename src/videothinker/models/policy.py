@@ -88,12 +88,6 @@ def build_policy_and_reference(
         trust_remote_code=m.trust_remote_code,
         device=device,
     )
-    if m.dtype in ("bfloat16", "float16") and not m.lora_r and g.learning_rate < 1e-4:
-        warn(
-            f"model.dtype = {m.dtype} with learning_rate {g.learning_rate:g}: half-precision weights round "
-            "away updates this small (a bf16 weight of 0.02 moves in steps of about 1e-4); use "
-            "model.dtype=float32 with grpo.bf16=true (fp32 master weights, bf16 compute)"
-        )
     if m.freeze_vision and (visual := _visual_module(policy)) is not None:
         visual.requires_grad_(False)
     if m.gradient_checkpointing:

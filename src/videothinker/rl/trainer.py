@@ -37,6 +37,8 @@ from videothinker.models.engine import make_engine
 from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
 from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
+from videothinker.rl.memory import peak_memory, reset_peak_memory
+from videothinker.rl.optim import build_optimizer
 from videothinker.rl.rewards import compute_rewards
 from videothinker.rl.sampler import PromptSampler
 
@@ -168,12 +170,13 @@ class Trainer:
 
         # optimisation
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = build_optimizer(  # warns if half-precision weights would lose small updates
             self.params,
+            g.optim,
             lr=g.learning_rate,
             betas=(g.adam_beta1, g.adam_beta2),
             weight_decay=g.weight_decay,
-            fused=self.device.type == "cuda",  # no parameter-sized temporaries in the step
+            device=self.device,
         )
         self.scheduler = get_scheduler(
             g.lr_scheduler_type,
@@ -427,6 +430,7 @@ class Trainer:
             task = bar.add_task(f"{self.config.stage}", total=g.max_steps, completed=self.state.step, info="")
             batches: list[MicroBatch] = []
             while self.state.step < g.max_steps:
+                reset_peak_memory(self.device)
                 started = time.perf_counter()
                 if self.state.step % g.num_iterations == 0 or not batches:
                     batches = [self._micro_batch() for _ in range(acc_steps)]
@@ -436,19 +440,19 @@ class Trainer:
                 step_time = time.perf_counter() - started
                 row = {"step": self.state.step, **result.metrics, **self._rollout_metrics(batches)}
                 row.update(
-                    lr=self.scheduler.get_last_lr()[0],
+                    lr=float(self.scheduler.get_last_lr()[0]),  # a tensor for torchao's optimizers
                     step_time=step_time,
                     skipped=result.skipped,
                     tokens_per_s=row["completion_tokens"] / step_time,
                     epoch=self.sampler.epoch,
+                    **peak_memory(self.device),
                 )
                 if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
                     self.logger.log(row)
-                bar.update(
-                    task,
-                    completed=self.state.step,
-                    info=f"loss {row['loss']:.4f} reward {row['reward']:.3f}" if "loss" in row else "skipped",
-                )
+                info = f"loss {row['loss']:.4f} reward {row['reward']:.3f}" if "loss" in row else "skipped"
+                if "peak_reserved_gib" in row:
+                    info += f" peak {row['peak_reserved_gib']:.1f} GiB"
+                bar.update(task, completed=self.state.step, info=info)
                 if self.state.step % g.save_steps == 0 or self.state.step == g.max_steps:
                     self.save()
         return self.save_final()
