@@ -1,29 +1,31 @@
-"""`videothinker train` end to end on a full-size random-init Qwen2.5-VL: median step time, peak memory.
+"""Step time and peak memory of `videothinker train` (CDPO) per configuration, on full-size random-init models.
 
-What a user runs, timed from the outside: lab clips rendered at 448x308 (PNG frame folders, so no
-PyAV is needed), converted to records, then ``videothinker train --config PRESET`` for a few steps on
-a full-size random-init model (weights do not change speed) whose tokenizer and processor are the
-tiny model's (`videothinker tiny-model`) and whose dimensions are the published ones. The CDPO
-reference is the same random model (a bias model is a model of the same size). Reported: the median
-``step_time`` of log.jsonl over the steps after the first (the first captures graphs and warms up),
-the first step's time, peak GPU memory polled from nvidia-smi every 0.5 s (the whole process: what a
-48 GB card must hold), and the peak torch figures log.jsonl carries where it carries them.
+The configurations (RUNS) compare the optimizers and precisions (grpo.optim, model.dtype) and the
+sampling engines (rollout.engine=graph, the default, against generate).
 
-    python benchmarks/train_e2e.py --out e2e.json                              # paper CDPO preset, 3B
-    python benchmarks/train_e2e.py --set rollout.engine=generate --out e2e_generate.json
-    python benchmarks/train_e2e.py --size 7b --set ... --out e2e_7b.json
-    python benchmarks/train_e2e.py --tiny --steps 2                             # CPU smoke run
+Each run is the real command, `videothinker train --config PRESET ...`, in a process of its own, on a
+full-size random-init Qwen2.5-VL (3B or 7B, built from the published dimensions; weights do not change
+speed or memory) with the tiny model's tokenizer and processor, the policy's own initial weights as
+the bias model, and one 16-frame 448x308 video per prompt (1408 video tokens), as PNG frame folders
+(no PyAV needed). The presets' settings stand: G = 8, up to 768 completion tokens, gradient
+checkpointing, beta = -0.01, lr 1e-6. A run stops after ``--steps`` logged steps (its process is
+ended: nothing is saved). Per run it records, from log.jsonl, the step times (the first, which holds
+torch.compile of torchao's update kernels, apart) and torch's per-step peaks
+(``peak_allocated_gib``, ``peak_reserved_gib``), and the most GPU memory nvidia-smi reported, polled
+every 0.5 s. One JSON per run in --out; runs already there are skipped (rerun with --force), so the
+list can be split over several calls. A table of all results is printed at the end.
 
-Everything goes under --work (default /tmp/videothinker-e2e); nothing is downloaded. No checkpoint is
-written during the steps (save_steps is set past max_steps); the final model is written once at the
-end and deleted afterwards unless --keep.
+    # one H200; torchao from a wheel carried in .whl/ (pip download --no-deps torchao -d .whl)
+    pip install --no-deps --no-index .whl/torchao-*.whl
+    PYTHONPATH=src python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_bf16_8bit
+    PYTHONPATH=src python benchmarks/train_e2e.py --tiny --steps 2   # CPU smoke run, tiny widths
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import statistics
 import subprocess
 import sys
@@ -31,172 +33,367 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-from fullsize import qwen2_5_vl_3b_config
+# name -> (model size, preset, extra --set overrides). The presets are the ones users run.
+RUNS: dict[str, tuple[str, str, list[str]]] = {
+    "3b_fp32_master": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),  # the paper preset: fp32 weights, fused AdamW
+    "3b_fp32_master_generate": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.engine=generate"]),  # no engine
+    "3b_fp32_8bit": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["optim=adamw_torch_8bit"]),
+    "3b_bf16_sr": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.dtype=bfloat16", "optim=adamw_torch_bf16_sr"]),
+    "3b_bf16_8bit": ("3b", "paper_qwen2_5_vl_3b_cdpo_48gb", []),
+    "3b_bf16_4bit": ("3b", "paper_qwen2_5_vl_3b_cdpo_48gb", ["optim=adamw_torch_4bit"]),
+    "7b_bf16_8bit": ("7b", "paper_qwen2_5_vl_7b_cdpo", []),
+    "7b_bf16_sr": ("7b", "paper_qwen2_5_vl_7b_cdpo", ["optim=adamw_torch_bf16_sr"]),
+}
 
-ROOT = Path(__file__).resolve().parents[1]
+# Published dimensions (config.json of Qwen2.5-VL-3B-Instruct and -7B-Instruct); the vision tower is
+# the same but for the width it projects to.
+SIZES = {
+    "3b": dict(hidden=2048, intermediate=11008, layers=36, heads=16, kv_heads=2, vocab=151936, tied=True),
+    "7b": dict(hidden=3584, intermediate=18944, layers=28, heads=28, kv_heads=4, vocab=152064, tied=False),
+}
+VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, window_size=112)
+VISION_FULL_ATTENTION = [7, 15, 23, 31]
+TINY = dict(hidden=128, intermediate=256, layers=2, heads=4, kv_heads=2)  # --tiny: CPU smoke widths
+TINY_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, window_size=112)
+
+FRAMES, HEIGHT, WIDTH = 16, 308, 448  # 8 x 22 x 32 patches -> 1408 video tokens after the 2x2 merge
+TINY_OVERRIDES = [  # --tiny: small frames and short completions, so a CPU runs a step in seconds
+    "video.max_frames=4",
+    "video.min_pixels=3136",
+    "video.max_pixels=12544",
+    "max_completion_length=16",
+    "num_generations=4",
+]
+GIB = 2**30
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "videothinker.cli", *args]
-
-
-def build_fullsize_model(folder: Path, size: str, tiny: bool) -> Path:
-    """A random-init model folder: the tiny model's tokenizer, processor and special-token ids with
-    the published dimensions of Qwen2.5-VL-``size`` (bf16 safetensors)."""
-    if (folder / "config.json").exists():
-        return folder
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+def build_model(size: str, work: Path, tiny: bool) -> Path:
+    """A random-init Qwen2.5-VL of ``size`` with the published dimensions (``tiny``: the CPU smoke
+    widths), the tiny model's tokenizer and processor beside it; built once into ``work``."""
+    import torch
+    from transformers import AutoConfig, AutoProcessor, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     from videothinker.models.tiny import build_tiny_model
 
-    tiny_dir = build_tiny_model("qwen2_5_vl", folder.parent / "tiny-qwen2_5_vl")
-    tiny_config = json.loads((tiny_dir / "config.json").read_text())
-    config = qwen2_5_vl_3b_config(tiny=tiny, size=size)
-    for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        setattr(config, key, tiny_config[key])
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if key in tiny_config.get("text_config", tiny_config):
-            setattr(config.text_config, key, tiny_config.get("text_config", tiny_config)[key])
+    out = work / f"qwen2_5_vl_{size}{'_tiny' if tiny else ''}"
+    if (out / "config.json").is_file():
+        return out
+    tokenizer_source = work / "tiny"
+    if not (tokenizer_source / "config.json").is_file():
+        build_tiny_model("qwen2_5_vl", tokenizer_source, overwrite=True)
+    config = AutoConfig.from_pretrained(tokenizer_source)  # its token ids match the tokenizer
+    dims = {**SIZES[size], **(TINY if tiny else {})}
+    text = config.text_config
+    text.hidden_size, text.intermediate_size = dims["hidden"], dims["intermediate"]
+    text.num_hidden_layers, text.num_attention_heads = dims["layers"], dims["heads"]
+    text.num_key_value_heads, text.vocab_size = dims["kv_heads"], dims["vocab"]
+    text.max_position_embeddings = 128000
+    text.layer_types = ["full_attention"] * dims["layers"]
+    head_dim = dims["hidden"] // dims["heads"]
+    text.rope_parameters["mrope_section"] = [16, 24, 24] if head_dim == 128 else [4, 6, 6]
+    text.tie_word_embeddings = config.tie_word_embeddings = dims["tied"]
+    vision = config.vision_config
+    for key, value in (TINY_VISION if tiny else VISION).items():
+        setattr(vision, key, value)
+    vision.fullatt_block_indexes = [1] if tiny else VISION_FULL_ATTENTION
+    vision.out_hidden_size = dims["hidden"]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoProcessor.from_pretrained(tiny_dir).save_pretrained(tmp)
+    model.generation_config = GenerationConfig.from_pretrained(tokenizer_source)
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(tokenizer_source).save_pretrained(out)
     del model
-    tmp.rename(folder)
-    return folder
+    return out
 
 
-def lab_records(work: Path, scenes: int, size: str, frames: int) -> Path:
-    """Lab clips as PNG frame folders (``frames`` at 8 fps) and their records (both question kinds)."""
-    records = work / f"lab-{size}-{frames}" / "train.json"
-    if records.exists():
-        return records
-    lab = records.parent / "lab"
-    subprocess.run(
-        cli("lab", "generate", "--out", str(lab), "--scenes", str(scenes), "--seed", "0", "--size", size)
-        + ["--frames", str(frames), "--video-format", "png"],
-        check=True,
-    )
-    subprocess.run(
-        cli(
-            "data",
-            "clevrer",
-            "--questions",
-            str(lab / "questions.json"),
-            "--annotations",
-            str(lab / "annotations"),
+def build_data(work: Path, tiny: bool, records: int = 4) -> Path:
+    """``records`` questions (both kinds), each on its own folder of 16 random PNG frames at 2 fps."""
+    import numpy as np
+    from PIL import Image
+
+    root = work / ("data_tiny" if tiny else "data")
+    path = root / "train.json"
+    if path.is_file():
+        return path
+    rng = np.random.default_rng(0)
+    frames, height, width = (4, 56, 56) if tiny else (FRAMES, HEIGHT, WIDTH)
+    rows = []
+    for i in range(records):
+        folder = root / f"videos/v{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(frames):
+            pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"frame_{k:03d}.png")
+        rows.append(
+            {
+                "problem_id": i,
+                "problem": f"Which of the following will happen if the cyan cylinder number {i} is removed?",
+                "options": ["A. The sphere and the cube collide", "B. The cube moves", "C. Nothing"],
+                "solution": "<answer>B</answer>",
+                "problem_type": "multiple choice",
+                "data_type": "frame",
+                "fps": 2.0,
+                "video": f"videos/v{i}",
+                "question_kind": ("observational", "inferential")[i % 2],
+            }
         )
-        + ["--videos", str(lab / "videos"), "--frame-fps", "8", "--out", str(records)],
-        check=True,
-    )
-    return records
+    path.write_text(json.dumps(rows))
+    return path
 
 
-class MemoryPoller:
-    """The largest GPU memory in use (MiB) that nvidia-smi reports, polled every ``every`` seconds."""
+def train_command(run: str, model: Path, data: Path, out: Path, tiny: bool) -> list[str]:
+    """The `videothinker train` command line of ``run`` (a key of RUNS)."""
+    _, preset, overrides = RUNS[run]
+    sets = [*overrides, "max_steps=1000", "save_steps=1000", "logging_steps=1"]
+    sets += TINY_OVERRIDES if tiny else []
+    command = [sys.executable, "-m", "videothinker.cli", "train", "--config", preset, "--model", str(model)]
+    command += ["--reference", str(model), "--data", str(data), "--out", str(out), "--no-resume"]
+    for item in sets:
+        command += ["--set", item]
+    return command
 
-    def __init__(self, every: float = 0.5):
-        self.every, self.peak_mib, self._stop = every, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
+class GpuMemoryPoller:
+    """The most memory nvidia-smi reports in use on the GPU while the block runs (None without it)."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak_mib, self._stop = interval, None, threading.Event()
+        index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        self.command = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", index]
+
+    def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                out = subprocess.run(
-                    ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                    capture_output=True,
-                    text=True,
-                    timeout=5,
-                ).stdout
-                self.peak_mib = max([self.peak_mib, *(int(x) for x in out.split())])
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+                used = float(subprocess.run(self.command, capture_output=True, text=True, timeout=5).stdout)
+                self.peak_mib = max(self.peak_mib or 0.0, used)
+            except (OSError, ValueError, subprocess.SubprocessError):
                 return
-            self._stop.wait(self.every)
+            self._stop.wait(self.interval)
 
     def __enter__(self):
+        self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=10)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="paper_qwen2_5_vl_3b_cdpo")
-    parser.add_argument("--size", choices=["3b", "7b"], default="3b")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--frame-size", default="448x308", help="lab render size WIDTHxHEIGHT")
-    parser.add_argument("--scenes", type=int, default=24)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to train")
-    parser.add_argument("--work", default="/tmp/videothinker-e2e")
-    parser.add_argument(
-        "--tiny", action="store_true", help="a few-layer model and small clips (CPU smoke run)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the run folder (the final model)")
-    parser.add_argument("--out", default="train_e2e.json")
-    args = parser.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    model = build_fullsize_model(
-        work / f"random-qwen2_5_vl-{args.size}{'-tiny' if args.tiny else ''}", args.size, args.tiny
-    )
-    # 64 frames at 8 fps: 8 s clips, of which the presets' 2 fps samples their 16 frames
-    records = lab_records(
-        work, args.scenes, "112x112" if args.tiny else args.frame_size, 16 if args.tiny else 64
-    )
-    run = work / "run"
-    shutil.rmtree(run, ignore_errors=True)
-    sets = [f"max_steps={args.steps}", f"save_steps={args.steps + 1000}", "logging_steps=1", *args.set]
-    if args.tiny:
-        sets += ["max_completion_length=8", "num_generations=2", "model.dtype=float32", "bf16=false"]
-    command = cli("train", "--stage", "cdpo", "--config", args.preset, "--model", str(model))
-    command += ["--reference", str(model), "--data", str(records), "--out", str(run)]
-    for item in sets:
-        command += ["--set", item]
-    print(" ".join(command), flush=True)
-    started = time.perf_counter()
-    with MemoryPoller() as memory:
-        subprocess.run(command, check=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if "step" in r and "step_time" in r]
-    start = next((r for r in rows if r.get("event") == "start"), {})
-    later = [r["step_time"] for r in steps[1:]] or [steps[0]["step_time"]]
-    result = {
-        "preset": args.preset,
-        "size": args.size,
-        "sets": sets,
-        "steps": len(steps),
-        "median_step_time_s": statistics.median(later),
-        "step_times_s": [r["step_time"] for r in steps],
-        "first_step_time_s": steps[0]["step_time"],
-        "peak_nvidia_smi_gib": memory.peak_mib / 1024,
-        "completion_tokens_per_step": statistics.median(r["completion_tokens"] for r in steps),
-        "engine": start.get("engine"),
-        "wall_s": wall,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+def gpu_name() -> str | None:
+    """The GPU's name from nvidia-smi (this process never opens a CUDA context: its memory would count)."""
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def log_rows(out: Path) -> list[dict]:
+    log = out / "log.jsonl"
+    if not log.is_file():
+        return []
+    return [r for r in map(json.loads, log.read_text().splitlines()) if "step" in r]
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Step times (the first apart: it compiles) and the largest per-step peaks of log.jsonl rows."""
+    times = [r["step_time"] for r in rows]
+    out = {
+        "steps": len(rows),
+        "first_step_s": times[0] if times else None,
+        "step_s": statistics.median(times[1:]) if len(times) > 1 else None,
+        "completion_tokens": [r.get("completion_tokens") for r in rows],
     }
-    for key in (
-        "peak_allocated_gib",
-        "peak_reserved_gib",
-        "memory/max_allocated_gib",
-        "memory/max_reserved_gib",
-    ):
-        values = [r[key] for r in steps if key in r]
-        if values:
-            result[f"log_{key.replace('/', '_')}"] = max(values)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    if not args.keep:
-        shutil.rmtree(run, ignore_errors=True)
+    for key in ("peak_allocated_gib", "peak_reserved_gib"):
+        values = [r[key] for r in rows if key in r]
+        out[key] = max(values) if values else None
+    return out
+
+
+def expected_static_gib(run: str, params: int) -> float:
+    """Weights + gradients + moments of the policy (rl/optim.py's arithmetic) + the bf16 bias model."""
+    import torch
+
+    from videothinker.config import load_train_config
+    from videothinker.rl.optim import bytes_per_parameter
+
+    _, preset, overrides = RUNS[run]
+    config = load_train_config(preset, [*overrides, "model.path=m", "data.path=d", "reference=r"])
+    dtype = getattr(torch, config.model.dtype)
+    return (bytes_per_parameter(config.grpo.optim, dtype) + 2) * params / GIB
+
+
+def count_parameters(model: Path) -> int:
+    """Parameters stored in the model folder (tied embeddings counted once, as they train once)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for file in model.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118
+    return total
+
+
+def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: float, tiny: bool) -> dict:
+    """Run ``run`` until ``steps`` steps are logged (or it fails, or ``timeout`` s pass); its record."""
+    import shutil
+
+    out = work / "runs" / run
+    shutil.rmtree(out, ignore_errors=True)
+    command = train_command(run, model, data, out, tiny)
+    env = _env()
+    started = time.time()
+    log_file = work / "runs" / f"{run}.out"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    status = "ok"
+    with GpuMemoryPoller() as poller, log_file.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        while len(log_rows(out)) < steps:
+            if process.poll() is not None:
+                status = f"exited with code {process.returncode} after {len(log_rows(out))} steps"
+                break
+            if time.time() - started > timeout:
+                status = f"timed out after {timeout:.0f} s and {len(log_rows(out))} steps"
+                break
+            time.sleep(1.0)
+        if process.poll() is None:  # enough steps: end it (nothing is saved)
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    import torch
+
+    tail = log_file.read_text(errors="replace").splitlines()[-30:]
+    record = {
+        "run": run,
+        "status": status,
+        "command": " ".join(command[1:]),
+        "model_size": RUNS[run][0],
+        "parameters": (params := count_parameters(model)),
+        "expected_static_gib": expected_static_gib(run, params),
+        **summarize(log_rows(out)[:steps]),
+        "nvidia_smi_peak_gib": None if poller.peak_mib is None else poller.peak_mib * 2**20 / GIB,
+        "wall_s": time.time() - started,
+        "device": gpu_name() or "cpu",
+        "torch": torch.__version__,
+        "torchao": _version("torchao"),
+        "transformers": _version("transformers"),
+        "date": time.strftime("%Y-%m-%d"),
+        "output_tail": tail if status != "ok" else [],
+    }
+    shutil.rmtree(out, ignore_errors=True)
+    return record
+
+
+def _env() -> dict[str, str]:
+    """The environment of the child processes: this checkout's package first, installed or not."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def table(records: list[dict]) -> str:
+    """A markdown table of run records."""
+    head = (
+        "| run | status | expected static GiB | peak allocated GiB | peak reserved GiB | nvidia-smi GiB "
+        "| step s (warm, median) | first step s |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+
+    def f(value, digits=1):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        f"| {r['run']} | {r['status']} | {f(r['expected_static_gib'])} | {f(r['peak_allocated_gib'])} | "
+        f"{f(r['peak_reserved_gib'])} | {f(r['nvidia_smi_peak_gib'])} | {f(r['step_s'], 2)} | "
+        f"{f(r['first_step_s'], 1)} |"
+        for r in records
+    ]
+    return "\n".join([head, *lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
+    parser.add_argument("--steps", type=int, default=3, help="logged steps per run (the first compiles)")
+    parser.add_argument("--work", default="runs/train_e2e_work", help="models, frames, runs (large)")
+    parser.add_argument(
+        "--out", default="runs/train_e2e", help="one JSON per run (runs found there are skipped)"
+    )
+    parser.add_argument(
+        "--copy-to",
+        default=os.environ.get("OUT"),
+        help="also copy the JSONs and table.md here (default $OUT)",
+    )
+    parser.add_argument("--timeout", type=float, default=540, help="seconds per run at most")
+    parser.add_argument("--force", action="store_true", help="rerun runs whose JSON exists")
+    parser.add_argument("--tiny", action="store_true", help="tiny widths, small frames: a CPU smoke run")
+    parser.add_argument("--build", choices=sorted(SIZES), help=argparse.SUPPRESS)  # the child that builds
+    args = parser.parse_args(argv)
+    if args.build:
+        print(f"built {build_model(args.build, Path(args.work), args.tiny)}")
+        return 0
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    if unknown := [r for r in runs if r not in RUNS]:
+        parser.error(f"unknown runs {', '.join(unknown)}; known: {', '.join(RUNS)}")
+    work, out = Path(args.work), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_data(work, args.tiny)
+    for run in runs:
+        result = out / f"{run}.json"
+        if result.is_file() and not args.force:
+            print(f"{run}: done before ({result})")
+            continue
+        size = RUNS[run][0]
+        model = work / f"qwen2_5_vl_{size}{'_tiny' if args.tiny else ''}"
+        if not (model / "config.json").is_file():  # built in a child process: its GPU memory goes with it
+            build = [
+                sys.executable,
+                __file__,
+                "--build",
+                size,
+                "--work",
+                str(work),
+                *(["--tiny"] if args.tiny else []),
+            ]
+            subprocess.run(build, check=True, env=_env())
+        record = run_one(run, model, data, work, args.steps, args.timeout, args.tiny)
+        result.write_text(json.dumps(record, indent=2))
+        print(
+            f"{run}: {record['status']}, step {record['step_s']} s, peak reserved {record['peak_reserved_gib']} GiB"
+        )
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    text = table(sorted(records, key=lambda r: list(RUNS).index(r["run"]) if r["run"] in RUNS else 99))
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    if args.copy_to:
+        import shutil
+
+        target = Path(args.copy_to) / "train_e2e"
+        target.mkdir(parents=True, exist_ok=True)
+        for file in [*out.glob("*.json"), out / "table.md"]:
+            shutil.copy(file, target / file.name)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

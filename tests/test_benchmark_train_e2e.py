@@ -1,4 +1,4 @@
-"""benchmarks/train_memory.py, the parts a CPU runs: every run's command is a valid training config,
+"""benchmarks/train_e2e.py, the parts a CPU runs: every run's command is a valid training config,
 the log summary, and one end-to-end run at tiny widths through `videothinker train`."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_memory.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_e2e.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_memory", SCRIPT)
+    spec = importlib.util.spec_from_file_location("train_e2e", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
