@@ -31,10 +31,12 @@ import torch
 
 from videothinker.config import TrainConfig, to_dict
 from videothinker.console import print0, progress, warn
+from videothinker.data.media import check_training_media, load_record_visual
 from videothinker.data.records import Record
 from videothinker.models import lora
 from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
 from videothinker.rl.losses import group_advantages, policy_loss
+from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
 from videothinker.rl.sampler import PromptSampler
 
@@ -167,7 +169,12 @@ class Trainer:
         from accelerate.utils import set_seed
         from transformers import get_scheduler
 
-        from videothinker.models.loading import eos_token_ids, load_model, load_processor
+        from videothinker.models.loading import (
+            enable_activation_checkpointing,
+            eos_token_ids,
+            load_model,
+            load_processor,
+        )
 
         self.config = cfg = config
         g = cfg.grpo
@@ -185,11 +192,15 @@ class Trainer:
 
         checkpoint = self._checkpoint_to_resume(resume)
         self.reference_plan = plan = lora.plan_reference(cfg)
-        print0(reference_description(cfg, plan))
         self.records = load_training_records(cfg)
+        with self.accelerator.main_process_first():  # the main process probes, the others read its cache
+            self.records, media = check_training_media(self.records, cfg)
+        left_out = f"; {media.left_out()}" if media and media.bad else ""
+        print0(reference_description(cfg, plan) + left_out, soft_wrap=True)
         self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
         m = cfg.model
         self.processor = load_processor(m.path)
+        self.prompts = self._prompt_loader()
         if checkpoint is not None and lora.is_adapter(checkpoint) and not m.lora_r:
             raise ValueError(f"{checkpoint} holds a LoRA adapter: resume it with the run's model.lora_r")
         self.policy = load_model(
@@ -208,7 +219,7 @@ class Trainer:
         if m.freeze_vision and (visual := _visual_module(self.policy)) is not None:
             visual.requires_grad_(False)
         if m.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(self.policy)
         # self.policy stays the model that is sampled from and trained; with LoRA, self.lora is the peft
         # model that injected its adapters into it and switches, disables and saves them.
         self.lora = lora.add_policy_adapter(self.policy, m, checkpoint) if m.lora_r else None
@@ -252,11 +263,17 @@ class Trainer:
         if checkpoint is not None:
             self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler)
             self.sampler.load_state_dict(self.state.sampler)
+            self.prompts.load_state_dict((self.state.extra or {}).get("media", {}))
             self.logger.truncate_after(self.state.step)
             print0(f"resumed from {checkpoint} at step {self.state.step}")
         else:
             self.logger.log(
-                {"event": "start", "reference": reference_description(cfg, plan), "config": to_dict(cfg)}
+                {
+                    "event": "start",
+                    "reference": reference_description(cfg, plan),
+                    "skipped_media": media and media.to_row(),
+                    "config": to_dict(cfg),
+                }
             )
 
     def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
@@ -276,29 +293,37 @@ class Trainer:
         return path
 
     # ----------------------------------------------------------------------------------------- data
-    def _prompt_inputs(self, records: list[Record]):
-        """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation)."""
+    def _prompt_loader(self) -> PromptLoader:
+        """Micro-batches of this process's prompts with their media decoded ahead, bad media skipped."""
+        from accelerate.utils import gather_object
+
+        from videothinker.models.loading import processor_size_factor
+
+        cfg, acc = self.config, self.accelerator
+        size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
+        return PromptLoader(
+            self.records,
+            self.sampler,
+            lambda record: load_record_visual(record, cfg.video, size_factor),
+            cfg.grpo.per_device_train_batch_size,
+            workers=cfg.data.decode_workers,
+            max_failures=cfg.data.max_decode_failures,
+            num_processes=acc.num_processes,
+            process_index=acc.process_index,
+            gather=lambda obj: gather_object([obj]),
+        )
+
+    def _prompt_inputs(self, records: list[Record], visuals: list | None = None):
+        """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation);
+        ``visuals`` are the records' loaded media (default: loaded here)."""
         from videothinker.data.prompts import train_prompt
-        from videothinker.data.video import load_visual
         from videothinker.models.inputs import build_inputs
         from videothinker.models.loading import processor_size_factor
 
         cfg = self.config
-        size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
-        visuals = [
-            None
-            if r.video is None
-            else load_visual(
-                r.video,
-                r.data_type,
-                cfg.video,
-                size_factor,
-                start=r.extra.get("start"),
-                end=r.extra.get("end"),
-                fps=r.extra.get("fps"),
-            )
-            for r in records
-        ]
+        if visuals is None:
+            size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
+            visuals = [load_record_visual(r, cfg.video, size_factor) for r in records]
         prompts = [train_prompt(r, cfg.data.template) for r in records]
         inputs = build_inputs(self.processor, prompts, visuals)
         limit = cfg.grpo.max_prompt_length
@@ -350,9 +375,8 @@ class Trainer:
         g = self.config.grpo
         acc = self.accelerator
         # Every process draws the same global batch and keeps its own slice, so groups stay whole.
-        indices = self.sampler.take(g.per_device_train_batch_size * acc.num_processes)
-        records = [self.records[i] for i in indices[acc.process_index :: acc.num_processes]]
-        inputs = self._prompt_inputs(records).to(self.device)
+        records, visuals = self.prompts.next_batch()
+        inputs = self._prompt_inputs(records, visuals).to(self.device)
         self.policy.eval()
         with torch.no_grad(), acc.autocast():
             rollout = generate_rollout(
@@ -496,6 +520,7 @@ class Trainer:
                     skipped=result.skipped,
                     tokens_per_s=row["completion_tokens"] / step_time,
                     epoch=self.sampler.epoch,
+                    decode_failures=self.prompts.failures,
                 )
                 if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
                     self.logger.log(row)
@@ -506,12 +531,14 @@ class Trainer:
                 )
                 if self.state.step % g.save_steps == 0 or self.state.step == g.max_steps:
                     self.save()
+        self.prompts.close()
         return self.save_final()
 
     def save(self) -> Path | None:
         if not self.accelerator.is_main_process:
             return None
         self.state.sampler = self.sampler.state_dict()
+        self.state.extra = {**(self.state.extra or {}), "media": self.prompts.state_dict()}
         return save_checkpoint(
             self.out,
             model=self.policy,
