@@ -162,3 +162,12 @@ def test_a_bad_record_is_decoded_once_and_passed_over_in_later_epochs():
     loader.load = lambda record: tried.append(record.index) or real(record)
     batches(loader, 9)  # 27 prompts: the bad record comes up in three epochs
     assert tried.count(order[0]) == 1 and loader.failures == 3 and loader.bad == {order[0]}
+
+
+def test_a_closed_loader_goes_on():
+    loader = loader_of(workers=2)
+    head = batches(loader, 2)
+    loader.close()
+    loader.close()
+    assert head + batches(loader, 2) == batches(loader_of(), 4)
+    loader.close()

@@ -69,7 +69,8 @@ class PromptLoader:
         self.batch_size, self.max_failures = batch_size, max_failures
         self.num_processes, self.process_index = num_processes, process_index
         self.gather = gather or (lambda obj: [obj])
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") if workers else None
+        self.workers = workers
+        self.pool: ThreadPoolExecutor | None = None  # started on first use, again after close()
         self.failures = 0  # prompts skipped for bad media, over the run
         self.failures_in_a_row = 0  # loads that failed in a row (records known bad are passed over)
         self.bad: set[int] = set()  # records whose media failed: skipped without a decode from then on
@@ -89,12 +90,13 @@ class PromptLoader:
         self.bad = {int(i) for i in state.get("bad", [])}
 
     def close(self) -> None:
-        """Drop the decodes done ahead and stop the pool."""
+        """Drop the decodes done ahead and stop the pool (a later batch starts it again)."""
         for future in self._ahead.values():
             future.cancel()
         self._ahead.clear()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
     # ------------------------------------------------------------------------------------ batches
     def next_batch(self) -> tuple[list[Record], list[Any]]:
@@ -165,8 +167,10 @@ class PromptLoader:
 
     def _decode_ahead(self) -> None:
         """Submit the media of the next micro-batch (assuming no failures) to the pool; drop the rest."""
-        if self.pool is None:
+        if not self.workers:
             return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
         upcoming = self.sampler.peek(self.batch_size * self.num_processes)[
             self.process_index :: self.num_processes
         ]
