@@ -4,6 +4,7 @@ and several processes agreeing on replacements."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -106,12 +107,8 @@ def test_resume_continues_with_the_same_batches():
     resumed.close()
 
 
-def test_processes_agree_on_replacements():
-    """Two processes (threads here, with a gather over a barrier) each decode their slice of the
-    global batch; a failure on one is replaced in rank order and both samplers stay in step."""
-    P = 2
-    order = PromptSampler(30, 0).peek(30)  # one epoch
-    bad = {order[1], order[2], order[6]}  # process 1's first prompt, process 0's second, ...
+def run_processes(bad: set[int], n: int, steps: int, P: int = 2, batch_size: int = 2):
+    """P loaders in threads, their gather a barrier exchange of pickled copies (as processes get them)."""
     box: list = [None] * P
     barrier = threading.Barrier(P)
 
@@ -120,38 +117,61 @@ def test_processes_agree_on_replacements():
             barrier.wait()
             box[rank] = obj
             barrier.wait()
-            out = list(box)
+            out = pickle.loads(pickle.dumps(box))
             barrier.wait()
             return out
 
         return gather
 
     loaders = [
-        loader_of(
-            bad=bad, workers=1, batch_size=2, n=30, num_processes=P, process_index=r, gather=gather_for(r)
-        )
+        loader_of(bad, 1, batch_size, n, num_processes=P, process_index=r, gather=gather_for(r))
         for r in range(P)
     ]
     results: list = [None] * P
 
     def run(rank):
-        results[rank] = batches(loaders[rank], 3)
+        results[rank] = batches(loaders[rank], steps)
 
     threads = [threading.Thread(target=run, args=(r,)) for r in range(P)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
+    for loader in loaders:
+        loader.close()
+    return loaders, results
+
+
+def test_processes_agree_on_replacements():
+    """Each process decodes its slice of the global batch; a failure on one is replaced in rank
+    order, and every process's sampler stays in step."""
+    order = PromptSampler(30, 0).peek(30)  # one epoch
+    bad = {order[1], order[2], order[6]}  # process 1's first prompt, process 0's second, ...
+    loaders, results = run_processes(bad, n=30, steps=3)
     assert all(len(b) == 2 for r in results for b in r)
-    assert loaders[0].sampler.consumed == loaders[1].sampler.consumed == 3 * 2 * P + len(bad)
+    assert loaders[0].sampler.consumed == loaders[1].sampler.consumed == 3 * 2 * 2 + len(bad)
     assert loaders[0].failures == loaders[1].failures == len(bad)  # every process counts every failure
     used = [i for step in zip(*results) for part in step for i in part]
-    assert not bad & set(used) and sorted(used) == sorted(i for i in order[: 3 * 2 * P + 3] if i not in bad)
+    assert not bad & set(used) and sorted(used) == sorted(i for i in order[: 3 * 2 * 2 + 3] if i not in bad)
     # Step 1: the global batch is order[0:4] = process 0: order[0], order[2]; process 1: order[1], order[3].
     # order[1] (process 1) and order[2] (process 0) fail; replacements order[4] -> process 0, order[5] -> 1.
     assert results[0][0] == [order[0], order[4]] and results[1][0] == [order[3], order[5]]
-    for loader in loaders:
-        loader.close()
+
+
+def test_processes_pass_over_known_bad_records_alike(monkeypatch):
+    from videothinker.rl import prompt_loader
+
+    warned = []
+    monkeypatch.setattr(prompt_loader, "warn", warned.append)
+    order = PromptSampler(N, 0).peek(3 * N)
+    bad = {order[0], order[5]}
+    loaders, results = run_processes(bad, n=N, steps=6)  # 24 prompts and more: three epochs
+    consumed = loaders[0].sampler.consumed
+    assert consumed == loaders[1].sampler.consumed
+    skipped = sum(i in bad for i in order[:consumed])
+    assert all(loader.failures == skipped and loader.bad == bad for loader in loaders)
+    assert all(loader.failures_in_a_row == 0 for loader in loaders)
+    assert len(warned) == 2 * len(bad)  # each process warns once per bad record (only the main one prints)
 
 
 def test_a_bad_record_is_decoded_once_and_passed_over_in_later_epochs():

@@ -30,7 +30,7 @@ from videothinker.data.records import Record
 from videothinker.data.video import VideoError
 from videothinker.rl.sampler import PromptSampler
 
-_KNOWN_BAD = "known bad"  # the error of a record whose media already failed (identity-compared)
+_KNOWN_BAD = "<known bad>"  # the error of a record whose media already failed (no path: no real message)
 
 
 class PromptLoader:
@@ -148,7 +148,7 @@ class PromptLoader:
                 continue
             failed[owner] += 1
             self.failures += 1
-            if error is _KNOWN_BAD:  # warned about when it first failed
+            if error == _KNOWN_BAD:  # warned about when it first failed (by value: gathered lists are copies)
                 continue
             self.bad.add(index)
             self.failures_in_a_row += 1
