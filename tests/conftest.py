@@ -37,3 +37,31 @@ def tiny_qwen2_5_vl_dir(tiny_model_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_vl_dir(tiny_model_dir) -> Path:
     return tiny_model_dir("qwen3_vl")
+
+
+@pytest.fixture(scope="session")
+def media_set(tmp_path_factory) -> dict[str, Path]:
+    """Small media files, good and bad, of a training set from the wild (treat them as read-only):
+    ``good`` and ``good2`` (8-frame 56x56 mp4), ``corrupt`` (random bytes), ``damaged`` (a good mp4
+    whose header bytes are overwritten), ``truncated`` (a good mp4 cut to half its bytes: its index,
+    at the end, is gone), ``cut`` (an mp4 with its index in front cut to 60% of its bytes: it opens
+    and its first frame decodes, it breaks further in), ``missing`` (a path where nothing is)."""
+    import numpy as np
+
+    from videothinker.data.video import write_video
+
+    root = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    for name in ("good", "good2"):
+        write_video(root / f"{name}.mp4", rng.integers(0, 255, size=(8, 56, 56, 3), dtype=np.uint8), fps=4)
+    data = (root / "good.mp4").read_bytes()
+    (root / "corrupt.mp4").write_bytes(rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    (root / "damaged.mp4").write_bytes(bytes(64) + data[64:])
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    write_video(
+        root / "streamed.mp4", rng.integers(0, 255, size=(8, 56, 56, 3), dtype=np.uint8), 4, faststart=True
+    )
+    streamed = (root / "streamed.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(streamed[: len(streamed) * 6 // 10])
+    names = ("good", "good2", "corrupt", "damaged", "truncated", "cut", "missing")
+    return {name: root / f"{name}.mp4" for name in names}

@@ -210,15 +210,37 @@ class DataConfig:
         "question text only, never through video tokens; stop if that is not enough)",
     )
     skip_invalid: bool = _field(
-        False, "skip malformed records (and report how many) instead of stopping at the first one"
+        False,
+        "leave out malformed records and records whose media is missing or undecodable (and report how "
+        "many) instead of stopping: at the first malformed record, or after the media check with its report",
     )
     shuffle: bool = _field(True, "visit the records in a seeded random order (seed: grpo.seed)")
+    check_media: bool = _field(
+        True,
+        "before the first step (and before any model loads), check that every record's media exists and "
+        "opens (container and first frame; in parallel, cached by path, size and mtime in media_check.json "
+        "of video.cache_dir or the output folder); bad media stop the run, or with skip_invalid are left out",
+    )
+    decode_workers: int = _field(
+        2,
+        "threads that decode the next prompts' videos while the current step trains; 0: decode in the "
+        "loop (the same batches either way)",
+    )
+    max_decode_failures: int = _field(
+        8,
+        "stop the run when this many prompts in a row fail to decode (media that passed the check and "
+        "break further in); each failure is skipped with a warning and the next prompt takes its place",
+    )
 
     def problems(self) -> list[str]:
         from videothinker.data.prompts import TRAIN_TEMPLATE_MODES
         from videothinker.data.records import QUESTION_KINDS
 
         out = [] if self.path else ["data.path is required: the training records file"]
+        if self.decode_workers < 0:
+            out.append(f"data.decode_workers must be >= 0 (0: decode in the loop), got {self.decode_workers}")
+        if self.max_decode_failures < 1:
+            out.append(f"data.max_decode_failures must be >= 1, got {self.max_decode_failures}")
         if self.question_kind is not None:
             out += _choice("data.question_kind", self.question_kind, QUESTION_KINDS)
         return (

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,15 @@ _CACHE_VERSION = 1
 
 
 class VideoError(ValueError):
-    """A video, frame folder or image that cannot be loaded; the message names the file."""
+    """A video, frame folder or image that cannot be loaded; the message names the file.
 
-    def __init__(self, path: str | Path, message: str):
-        self.path = str(path)
+    Attributes:
+        path: the file or folder, as the record names it.
+        missing: True when it does not exist (else it exists but cannot be decoded or sampled).
+    """
+
+    def __init__(self, path: str | Path, message: str, missing: bool = False):
+        self.path, self.missing = str(path), missing
         super().__init__(f"{path}: {message}")
 
 
@@ -71,8 +77,11 @@ class SampledVideo:
     is_image: bool = False
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int = 18) -> None:
-    """Write uint8 RGB frames [F, H, W, 3] to an H.264 mp4 with PyAV (H and W must be even)."""
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: int = 18, faststart: bool = False
+) -> None:
+    """Write uint8 RGB frames [F, H, W, 3] to an H.264 mp4 with PyAV (H and W must be even);
+    ``faststart`` puts the index before the frames, as files made for streaming have it."""
     import av
 
     frames = np.asarray(frames)
@@ -81,7 +90,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0, crf: in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    with av.open(str(tmp), mode="w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(tmp), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=round(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -270,7 +280,9 @@ def _native_fps(stream, times: list[float]) -> float:
 
 def _decode_video(path: str, request: _Request) -> tuple[torch.Tensor, float]:
     """Decode the sampled frames of a video file: one demux pass reads the timestamps (no decoding),
-    a second pass decodes up to the last wanted frame and keeps only the wanted ones.
+    a second pass decodes up to the last wanted frame and keeps only the wanted ones. A file with
+    fewer packets than its index lists (an mp4 with its index in front, cut short: a partial
+    download) is refused rather than sampled from the part that is there.
 
     Returns:
         uint8 frames [F, 3, H, W] and the fps of the sampled frames.
@@ -288,11 +300,12 @@ def _decode_video(path: str, request: _Request) -> tuple[torch.Tensor, float]:
             if not container.streams.video:
                 raise VideoError(path, "no video stream")
             stream = container.streams.video[0]
-            pts = sorted(
-                p.pts
-                for p in container.demux(stream)
-                if p.pts is not None and p.size > 0 and not getattr(p, "is_discard", False)
-            )
+            packets = [p for p in container.demux(stream) if p.size > 0]
+            if stream.frames and len(packets) < stream.frames:  # the index lists frames the file lacks
+                raise VideoError(
+                    path, f"truncated: {len(packets)} of the {stream.frames} frames it lists are in the file"
+                )
+            pts = sorted(p.pts for p in packets if p.pts is not None and not getattr(p, "is_discard", False))
             if not pts:
                 raise VideoError(path, "video has no frames")
             # exact (Fraction) arithmetic, rounded once: frame 33 at 10 fps is at 3.3 s, as written
@@ -420,7 +433,7 @@ def _cache_write(file: Path, frames: torch.Tensor, fps: float, source: str) -> N
     """Write an entry under a temporary name, then rename it: readers never see a partial file."""
     from safetensors.torch import save_file
 
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # decode threads too
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"frames": frames.contiguous(), "fps": torch.tensor([fps], dtype=torch.float64)}
@@ -444,16 +457,53 @@ def media_path(path: str, data_type: str) -> Path:
     return p
 
 
-def _resolve(path: str, data_type: str) -> Path:
+def resolve_media(path: str, data_type: str) -> Path:
     """The file or folder to read (`media_path`), checked against the data type."""
     p = media_path(path, data_type)
     if not p.exists():
-        raise VideoError(path, f"{'frame folder' if data_type == 'frame' else data_type} not found")
+        what = "frame folder" if data_type == "frame" else data_type
+        raise VideoError(path, f"{what} not found", missing=True)
     if data_type == "frame" and not p.is_dir():
         raise VideoError(path, "data_type 'frame' expects a folder of images")
     if data_type != "frame" and p.is_dir():
         raise VideoError(path, f"data_type '{data_type}' expects a file, got a folder")
     return p
+
+
+def probe_visual(path: str, data_type: str) -> None:
+    """A cheap check that a record's media will load: it exists, and a video's container opens with
+    a video stream whose first frame decodes (a frame folder's first image, an image file, reads).
+
+    Much cheaper than `load_visual` (no timestamp pass, no sampling, no resizing); a file that breaks
+    further in still passes, and `load_visual` reports it when it is met.
+
+    Raises:
+        VideoError: as `load_visual` would for a missing or unopenable file (``missing`` set for the first).
+    """
+    if data_type not in ("video", "frame", "image"):
+        raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
+    source = resolve_media(path, data_type)
+    if data_type == "frame":
+        _read_image(_frame_files(source)[0])
+        return
+    if data_type == "image":
+        _read_image(source)
+        return
+    try:
+        import av
+    except ImportError:  # frames may come from a frame cache filled elsewhere (load_visual says so)
+        return
+    try:
+        with av.open(str(source)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "no video stream")
+            for _ in container.decode(container.streams.video[0]):
+                return
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, OSError) as e:
+        raise VideoError(path, f"cannot decode video ({type(e).__name__}: {e})") from None
+    raise VideoError(path, "video has no frames")
 
 
 def _number(value, name: str, path: str) -> float | None:
@@ -501,7 +551,7 @@ def load_visual(
     """
     if data_type not in ("video", "frame", "image"):
         raise VideoError(path, f"unknown data_type {data_type!r} (expected video, frame or image)")
-    source = _resolve(path, data_type)
+    source = resolve_media(path, data_type)
     start, end = _number(start, "start", path), _number(end, "end", path)
     is_image = data_type == "image"
     request = _Request(

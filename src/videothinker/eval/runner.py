@@ -1,7 +1,8 @@
 """Batched, resumable evaluation: benchmark records -> greedy generations -> predictions.jsonl -> metrics.
 
 `evaluate` is the loop: it finds the records still to do (nothing, for a finished run), checks that
-their videos exist before any model is loaded, decodes each batch's videos in worker threads while the
+their videos exist before any model is loaded (bad media follow the rule of data/media.py, shared with
+training: missing media stop the run or are skipped, a failed decode counts the record as failed), decodes each batch's videos in worker threads while the
 previous batch generates, and appends one prediction per record as soon as it is scored. The model sits
 behind a small `Generator` interface (`ModelGenerator` for a real checkpoint), so the loop is the same
 for every model and testable without one.
@@ -19,9 +20,10 @@ from typing import Any, Protocol
 
 from videothinker.config import VideoConfig
 from videothinker.console import print0, progress, warn
+from videothinker.data.media import load_record_visual, media_exists
 from videothinker.data.prompts import eval_prompt
 from videothinker.data.records import Record
-from videothinker.data.video import SampledVideo, VideoError, load_visual
+from videothinker.data.video import SampledVideo, VideoError
 from videothinker.eval.benchmarks import Benchmark, record_task
 from videothinker.eval.metrics import compute_metrics, write_metrics
 from videothinker.eval.predictions import FAILED, SCORED, SKIPPED, Prediction, PredictionStore
@@ -95,13 +97,6 @@ class _Item:
         )
 
 
-def media_exists(path: str, data_type: str) -> bool:
-    """Whether a record's media is there, where `videothinker.data.video.load_visual` looks for it."""
-    from videothinker.data.video import media_path
-
-    return media_path(path, data_type).exists()
-
-
 def check_run_folder(out_dir: Path, settings: EvalSettings, has_predictions: bool) -> None:
     """Record the run's settings in run.json; where the folder already holds predictions, first check
     that they were made with the same settings."""
@@ -152,19 +147,7 @@ def _drop_missing(items: list[_Item], store: PredictionStore, skip_missing: bool
 
 
 def _load(item: _Item, video: VideoConfig, size_factor: int) -> SampledVideo | None:
-    record = item.record
-    if record.video is None:
-        return None
-    extra = record.extra
-    return load_visual(
-        record.video,
-        record.data_type,
-        video,
-        size_factor,
-        start=extra.get("start"),
-        end=extra.get("end"),
-        fps=extra.get("fps") if record.data_type == "frame" else None,
-    )
+    return load_record_visual(item.record, video, size_factor)
 
 
 def _batches(items: list[_Item], size: int) -> Iterator[list[_Item]]:

@@ -106,6 +106,16 @@ def load_merged_adapter(path: str | Path, base: str | Path, **load_kwargs):
     return merged.eval().requires_grad_(False)
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (non-reentrant checkpoints): transformers >= 5.24's
+    ``activation_checkpointing_enable``, or the older ``gradient_checkpointing_enable`` it deprecates."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     """Load the processor (tokenizer + image/video processors + chat template) of a local checkpoint."""
     from transformers import AutoProcessor

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from videothinker.adapters import is_adapter
 from videothinker.console import warn
 from videothinker.models import lora
-from videothinker.models.loading import load_merged_adapter, load_model
+from videothinker.models.loading import enable_activation_checkpointing, load_merged_adapter, load_model
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +91,7 @@ def build_policy_and_reference(
     if m.freeze_vision and (visual := _visual_module(policy)) is not None:
         visual.requires_grad_(False)
     if m.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(policy)
     lora_model = lora.add_policy_adapter(policy, m, checkpoint) if m.lora_r else None
     ref_kwargs = {
         "dtype": "bfloat16" if g.bf16 else m.dtype,

@@ -39,13 +39,18 @@ class PromptSampler:
     def epoch(self) -> float:
         return self.consumed / self.num_records
 
+    def peek(self, n: int) -> list[int]:
+        """The next ``n`` record indices, without consuming them (what `take` will return)."""
+        out = []
+        for position in range(self.consumed, self.consumed + n):
+            epoch, pos = divmod(position, self.num_records)
+            out.append(self._order_of(epoch)[pos])
+        return out
+
     def take(self, n: int) -> list[int]:
         """The next ``n`` record indices (crossing into the next epoch when one runs out)."""
-        out = []
-        for _ in range(n):
-            epoch, pos = divmod(self.consumed, self.num_records)
-            out.append(self._order_of(epoch)[pos])
-            self.consumed += 1
+        out = self.peek(n)
+        self.consumed += n
         return out
 
     def state_dict(self) -> dict:

@@ -31,6 +31,7 @@ import torch
 
 from videothinker.config import TrainConfig, to_dict
 from videothinker.console import print0, progress, warn
+from videothinker.data.media import check_training_media, load_record_visual
 from videothinker.data.records import Record
 from videothinker.models import lora
 from videothinker.models.engine import make_engine
@@ -39,6 +40,7 @@ from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
+from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
 from videothinker.rl.sampler import PromptSampler
 
@@ -153,7 +155,14 @@ class Trainer:
 
         checkpoint = self._checkpoint_to_resume(resume)
         plan = lora.plan_reference(cfg)
-        print0(reference_description(cfg, plan))
+
+        # data first (no model loads before the media check): the records, their media checked
+        self.records = load_training_records(cfg)
+        with self.accelerator.main_process_first():  # the main process probes, the others read its cache
+            self.records, media = check_training_media(self.records, cfg)
+        left_out = f"; {media.left_out()}" if media and media.bad else ""
+        print0(reference_description(cfg, plan) + left_out, soft_wrap=True)
+        self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
 
         # models: the policy (sampled from and trained), its LoRA adapters (self.lora: the peft model
         # that switches, disables and saves them; None without LoRA) and the reference (None: beta = 0)
@@ -163,10 +172,7 @@ class Trainer:
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-
-        # data
-        self.records = load_training_records(cfg)
-        self.sampler = PromptSampler(len(self.records), g.seed, cfg.data.shuffle)
+        self.prompts = self._prompt_loader()  # decodes the next prompts' media while a step trains
 
         # optimisation
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
@@ -188,6 +194,7 @@ class Trainer:
         if checkpoint is not None:
             self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler)
             self.sampler.load_state_dict(self.state.sampler)
+            self.prompts.load_state_dict((self.state.extra or {}).get("media", {}))
             self.logger.truncate_after(self.state.step)
             print0(f"resumed from {checkpoint} at step {self.state.step}")
         else:
@@ -196,6 +203,7 @@ class Trainer:
                     "event": "start",
                     "reference": reference_description(cfg, plan),
                     "engine": self.engine.memory_report() if self.engine is not None else "generate",
+                    "skipped_media": media and media.to_row(),
                     "config": to_dict(cfg),
                 }
             )
@@ -223,29 +231,37 @@ class Trainer:
         return path
 
     # ----------------------------------------------------------------------------------------- data
-    def _prompt_inputs(self, records: list[Record]):
-        """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation)."""
+    def _prompt_loader(self) -> PromptLoader:
+        """Micro-batches of this process's prompts with their media decoded ahead, bad media skipped."""
+        from accelerate.utils import gather_object
+
+        from videothinker.models.loading import processor_size_factor
+
+        cfg, acc = self.config, self.accelerator
+        size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
+        return PromptLoader(
+            self.records,
+            self.sampler,
+            lambda record: load_record_visual(record, cfg.video, size_factor),
+            cfg.grpo.per_device_train_batch_size,
+            workers=cfg.data.decode_workers,
+            max_failures=cfg.data.max_decode_failures,
+            num_processes=acc.num_processes,
+            process_index=acc.process_index,
+            gather=lambda obj: gather_object([obj]),
+        )
+
+    def _prompt_inputs(self, records: list[Record], visuals: list | None = None):
+        """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation);
+        ``visuals`` are the records' loaded media (default: loaded here)."""
         from videothinker.data.prompts import train_prompt
-        from videothinker.data.video import load_visual
         from videothinker.models.inputs import build_inputs
         from videothinker.models.loading import processor_size_factor
 
         cfg = self.config
-        size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
-        visuals = [
-            None
-            if r.video is None
-            else load_visual(
-                r.video,
-                r.data_type,
-                cfg.video,
-                size_factor,
-                start=r.extra.get("start"),
-                end=r.extra.get("end"),
-                fps=r.extra.get("fps"),
-            )
-            for r in records
-        ]
+        if visuals is None:
+            size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
+            visuals = [load_record_visual(r, cfg.video, size_factor) for r in records]
         prompts = [train_prompt(r, cfg.data.template) for r in records]
         inputs = build_inputs(self.processor, prompts, visuals)
         limit = cfg.grpo.max_prompt_length
@@ -297,9 +313,8 @@ class Trainer:
         g = self.config.grpo
         acc = self.accelerator
         # Every process draws the same global batch and keeps its own slice, so groups stay whole.
-        indices = self.sampler.take(g.per_device_train_batch_size * acc.num_processes)
-        records = [self.records[i] for i in indices[acc.process_index :: acc.num_processes]]
-        inputs = self._prompt_inputs(records).to(self.device)
+        records, visuals = self.prompts.next_batch()
+        inputs = self._prompt_inputs(records, visuals).to(self.device)
         self.policy.eval()
         with torch.no_grad(), acc.autocast():
             rollout = generate_rollout(
@@ -446,6 +461,7 @@ class Trainer:
                     tokens_per_s=row["completion_tokens"] / step_time,
                     epoch=self.sampler.epoch,
                     **peak_memory(self.device),
+                    decode_failures=self.prompts.failures,
                 )
                 if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
                     self.logger.log(row)
@@ -455,12 +471,14 @@ class Trainer:
                 bar.update(task, completed=self.state.step, info=info)
                 if self.state.step % g.save_steps == 0 or self.state.step == g.max_steps:
                     self.save()
+        self.prompts.close()
         return self.save_final()
 
     def save(self) -> Path | None:
         if not self.accelerator.is_main_process:
             return None
         self.state.sampler = self.sampler.state_dict()
+        self.state.extra = {**(self.state.extra or {}), "media": self.prompts.state_dict()}
         return save_checkpoint(
             self.out,
             model=self.policy,
