@@ -34,9 +34,8 @@ _PASSED_THROUGH = (
     "/functools.py",
     "/contextlib.py",
 )
-# Being rewritten in other work (a sampling engine): their deprecated calls are listed by
-# test_rollout_and_generation_call_nothing_deprecated, marked xfail until that work lands.
-ELSEWHERE = ("rl/rollout.py", "eval/generation.py")
+# The sampling paths, checked with both engines (the decode engine and plain generate).
+SAMPLING = ("rl/rollout.py", "eval/generation.py", "models/engine.py")
 
 
 def _caller(stack: list[traceback.FrameSummary]) -> str:
@@ -89,8 +88,9 @@ def ours(found: dict[str, str], where: tuple[str, ...] | None = None) -> dict[st
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_qwen2_5_vl_dir, tmp_path_factory) -> dict[str, str]:
-    """A bias stage (LoRA), then GRPO against the initial model with activation checkpointing, one
-    step each, then greedy evaluation: the deprecations met, by caller."""
+    """A bias stage (LoRA, the decode engine), then GRPO against the initial model with activation
+    checkpointing (plain generate), one step each, then greedy evaluation with both engines: the
+    deprecations met, by caller."""
     from videothinker.config import load_train_config
     from videothinker.data.video import write_video
     from videothinker.eval.generation import ModelGenerator
@@ -119,27 +119,31 @@ def tiny_run(tiny_qwen2_5_vl_dir, tmp_path_factory) -> dict[str, str]:
             "grpo.beta=0.04",
             f"output_dir={root / 'grpo'}",
             "model.gradient_checkpointing=true",
+            "rollout.engine=generate",
         ]
         final = Trainer(load_train_config("tiny_cpu", [*common, *grpo]), resume=None).train()
-        from videothinker.config import VideoConfig
+        from videothinker.config import RolloutConfig, VideoConfig
         from videothinker.data.video import load_visual
 
-        generator = ModelGenerator(str(final), dtype="float32", device="cpu", max_new_tokens=3)
-        generator(
-            ["Which?"], [load_visual(str(root / "v.mp4"), "video", VideoConfig(), generator.size_factor)]
-        )
+        for engine in ("graph", "generate"):
+            generator = ModelGenerator(
+                str(final),
+                dtype="float32",
+                device="cpu",
+                max_new_tokens=3,
+                rollout=RolloutConfig(engine=engine),
+            )
+            generator(
+                ["Which?"], [load_visual(str(root / "v.mp4"), "video", VideoConfig(), generator.size_factor)]
+            )
     return found
 
 
 def test_our_calls_raise_no_deprecation_warning(tiny_run):
-    assert not {c: m for c, m in ours(tiny_run).items() if c not in ours(tiny_run, ELSEWHERE)}, tiny_run
+    assert not ours(tiny_run), tiny_run
 
 
-@pytest.mark.xfail(
-    reason="rl/rollout.py passes past_key_values= to generate() and reads the prefill's .past_key_values, "
-    "both deprecated for `cache` in transformers 5.24; rollout.py and eval/generation.py are being "
-    "rewritten in other work (a sampling engine), which should make this pass and drop this mark",
-    strict=False,
-)
-def test_rollout_and_generation_call_nothing_deprecated(tiny_run):
-    assert not ours(tiny_run, ELSEWHERE)
+def test_sampling_paths_call_nothing_deprecated(tiny_run):
+    """The same, for the sampling code alone (rollout, engine, eval generation): named so a failure
+    points there."""
+    assert not ours(tiny_run, SAMPLING)

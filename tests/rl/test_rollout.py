@@ -140,7 +140,9 @@ def test_missing_kv_cache_falls_back_to_plain_generate(tiny_qwen2_5_vl_dir, monk
 
     def forward_without_cache(*args, **kwargs):  # as under gradient checkpointing in training mode
         out = real_forward(*args, **kwargs)
-        out.past_key_values = None
+        for name in ("cache", "past_key_values"):  # the field's name in transformers >= 5.24 and before
+            if name in getattr(out, "__dataclass_fields__", {}):
+                setattr(out, name, None)
         return out
 
     messages = []
