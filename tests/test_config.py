@@ -14,14 +14,12 @@ from videothinker.config import (
     ModelConfig,
     TrainConfig,
     VideoConfig,
-    describe,
     load_config,
     load_train_config,
-    preset_names,
     resolve_config_path,
     stage_defaults,
-    to_dict,
 )
+from videothinker.yaml_config import describe, preset_names, to_dict
 
 PATHS = ["model.path=models/m", "data.path=data/train.json"]
 

@@ -138,3 +138,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config keys")
     return data
+
+
+def describe(cls) -> list[tuple[str, Any, str]]:
+    """(name, default, help) of each field of a config dataclass, for --help listings and docs."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out
+
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package (``src/videothinker/configs/*.yaml``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file: an existing path as given, else a preset of that name (``paper_qwen2_5_vl_3b_cdpo``
+    or ``paper_qwen2_5_vl_3b_cdpo.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and preset.is_file():
+        return preset
+    raise FileNotFoundError(
+        f"config not found: {name_or_path} is neither a file nor a preset; presets: {', '.join(preset_names())}"
+    )
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain nested dicts (for logging the resolved config and saving it)."""
+    return dataclasses.asdict(config)

@@ -195,7 +195,8 @@ def test_state_dict_round_trip_resumes_exactly(name):
 
 
 def test_every_option_is_documented_in_the_config_help():
-    from videothinker.config import GRPOConfig, describe
+    from videothinker.config import GRPOConfig
+    from videothinker.yaml_config import describe
 
     help_text = {name: text for name, _, text in describe(GRPOConfig)}["optim"]
     assert all(name in help_text for name in OPTIMIZERS)

@@ -53,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from videothinker.config import load_train_config, to_dict
+    from videothinker.config import load_train_config
     from videothinker.rl.trainer import train
+    from videothinker.yaml_config import to_dict
 
     flags = {
         "stage": args.stage,

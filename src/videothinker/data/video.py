@@ -21,14 +21,9 @@ mp4 writer of the project, used by the synthetic lab and by tests.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import math
-import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +32,7 @@ import torch
 
 from videothinker.config import VideoConfig
 from videothinker.console import warn
+from videothinker.data import frame_cache
 
 MAX_RATIO = 200
 """Largest aspect ratio smart_resize accepts (qwen-vl-utils MAX_RATIO)."""
@@ -44,7 +40,6 @@ IMAGE_MIN_PIXELS = 4 * 28 * 28
 """Fewest pixels of a still image (qwen-vl-utils MIN_PIXELS); images share max_pixels with videos."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 """Files of a frame folder that count as frames (anything else in the folder is ignored)."""
-_CACHE_VERSION = 1
 
 
 class VideoError(ValueError):
@@ -404,45 +399,7 @@ def _cache_key(path: Path, request: _Request) -> str:
         source = [stat.st_size, stat.st_mtime_ns]
     settings = dataclasses.asdict(request)
     del settings["config"]["cache_dir"], settings["config"]["size_factor"]  # size_factor: the request's
-    key = {"version": _CACHE_VERSION, "path": str(path.resolve()), "source": source, "request": settings}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _cache_file(cache_dir: str, key: str) -> Path:
-    return Path(cache_dir) / key[:2] / f"{key}.safetensors"
-
-
-def _cache_read(file: Path) -> tuple[torch.Tensor, float] | None:
-    """Frames and fps of a cache entry; None when absent or unreadable (a corrupt entry is re-decoded)."""
-    if not file.exists():
-        return None
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(file)
-        frames, fps = tensors["frames"], tensors["fps"]
-        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3 or fps.numel() != 1:
-            raise ValueError(f"unexpected tensors {frames.dtype} {tuple(frames.shape)}")
-    except Exception as e:  # any failure to read the entry means: decode again
-        warn(f"frame cache entry {file} is unreadable ({type(e).__name__}: {e}); decoding again")
-        return None
-    return frames, float(fps.item())
-
-
-def _cache_write(file: Path, frames: torch.Tensor, fps: float, source: str) -> None:
-    """Write an entry under a temporary name, then rename it: readers never see a partial file."""
-    from safetensors.torch import save_file
-
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # decode threads too
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"frames": frames.contiguous(), "fps": torch.tensor([fps], dtype=torch.float64)}
-        save_file(tensors, str(tmp), metadata={"source": source})
-        os.replace(tmp, file)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        warn(f"cannot write frame cache entry {file} ({e}); continuing without caching it")
+    return frame_cache.entry_key(path, source, settings)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -562,8 +519,10 @@ def load_visual(
         end=None if is_image else end,
         native_fps=(_number(fps, "fps", path) or config.fps) if data_type == "frame" else None,
     )
-    cache_file = _cache_file(config.cache_dir, _cache_key(source, request)) if config.cache_dir else None
-    cached = _cache_read(cache_file) if cache_file is not None else None
+    cache_file = (
+        frame_cache.entry_file(config.cache_dir, _cache_key(source, request)) if config.cache_dir else None
+    )
+    cached = frame_cache.read_entry(cache_file) if cache_file is not None else None
     if cached is not None:
         frames, sample_fps = cached
     elif data_type == "video":
@@ -573,5 +532,5 @@ def load_visual(
     else:
         frames, sample_fps = _decode_image(source, request), 0.0
     if cache_file is not None and cached is None:
-        _cache_write(cache_file, frames, sample_fps, str(source))
+        frame_cache.write_entry(cache_file, frames, sample_fps, str(source))
     return SampledVideo(frames=frames, fps=sample_fps, path=path, is_image=is_image)

@@ -240,8 +240,9 @@ def train_stage(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> 
     """One RL stage through the library, as `videothinker train` runs it (resumes from checkpoints)."""
     import yaml
 
-    from videothinker.config import load_train_config, to_dict
+    from videothinker.config import load_train_config
     from videothinker.rl.trainer import Trainer
+    from videothinker.yaml_config import to_dict
 
     config = load_train_config(preset.rl_config, train_config_overrides(paths, preset, stage, seed))
     out = paths.train(stage)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from videothinker.config import TrainConfig, to_dict
+from videothinker.config import TrainConfig
 from videothinker.console import print0, progress, warn
 from videothinker.data.media import check_training_media, load_record_visual
 from videothinker.data.records import Record
@@ -40,9 +40,11 @@ from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
+from videothinker.rl.prompt_inputs import prompt_inputs
 from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
 from videothinker.rl.sampler import PromptSampler
+from videothinker.yaml_config import to_dict
 
 
 class TrainingError(RuntimeError):
@@ -254,57 +256,20 @@ class Trainer:
     def _prompt_inputs(self, records: list[Record], visuals: list | None = None):
         """Model inputs of B prompts (left padded), each within max_prompt_length (data.prompt_truncation);
         ``visuals`` are the records' loaded media (default: loaded here)."""
-        from videothinker.data.prompts import train_prompt
-        from videothinker.models.inputs import build_inputs
         from videothinker.models.loading import processor_size_factor
 
         cfg = self.config
         if visuals is None:
             size_factor = cfg.video.size_factor or processor_size_factor(self.processor)
             visuals = [load_record_visual(r, cfg.video, size_factor) for r in records]
-        prompts = [train_prompt(r, cfg.data.template) for r in records]
-        inputs = build_inputs(self.processor, prompts, visuals)
-        limit = cfg.grpo.max_prompt_length
-        if limit is not None:
-            lengths = inputs["attention_mask"].sum(dim=1).tolist()
-            if any(n > limit for n in lengths):
-                prompts = [
-                    self._fit_prompt(r, p, v, n, limit) if n > limit else p
-                    for r, p, v, n in zip(records, prompts, visuals, lengths)
-                ]
-                inputs = build_inputs(self.processor, prompts, visuals)
-        return inputs
-
-    def _fit_prompt(self, record: Record, prompt: str, visual, length: int, limit: int) -> str:
-        """Cut a too-long prompt on the text side only (the question's words), never through video
-        tokens; or raise, as data.prompt_truncation says."""
-        from dataclasses import replace
-
-        from videothinker.data.prompts import train_prompt
-        from videothinker.models.inputs import build_inputs
-
-        where = f"{record.source}, record {record.index}"
-        if self.config.data.prompt_truncation != "text":
-            raise ValueError(
-                f"{where}: the prompt has {length} tokens, over max_prompt_length = {limit}; raise "
-                "max_prompt_length, sample fewer or smaller frames (video.max_frames, video.max_pixels), or set "
-                "data.prompt_truncation=text to cut the question text"
-            )
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        words = tokenizer(record.problem, add_special_tokens=False)["input_ids"]
-        keep = len(words)
-        while length > limit:
-            keep -= length - limit
-            if keep <= 0:
-                raise ValueError(
-                    f"{where}: the prompt is over max_prompt_length = {limit} even without its question text "
-                    "(the video alone is too long); sample fewer or smaller frames"
-                )
-            shorter = replace(record, problem=tokenizer.decode(words[:keep]))
-            prompt = train_prompt(shorter, self.config.data.template)
-            length = int(build_inputs(self.processor, [prompt], [visual])["attention_mask"].sum())
-        warn(f"{where}: question text cut to {keep} tokens to fit max_prompt_length = {limit}")
-        return prompt
+        return prompt_inputs(
+            self.processor,
+            records,
+            visuals,
+            cfg.data.template,
+            cfg.grpo.max_prompt_length,
+            cfg.data.prompt_truncation,
+        )
 
     def _micro_batch(self) -> MicroBatch:
         """Sample B prompts, G completions each from one prefill, and score them."""
