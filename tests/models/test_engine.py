@@ -8,46 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videothinker.data.video import SampledVideo
+from tiny_prompts import prompt_inputs, sharp_model
 from videothinker.models.decode import decode_unavailable, weights_from_model
 from videothinker.models.engine import DecodeEngine
-from videothinker.models.inputs import build_inputs
-from videothinker.models.loading import eos_token_ids, load_model, load_processor, processor_size_factor
+from videothinker.models.loading import eos_token_ids, load_model
 from videothinker.models.vision import vlm_body
 
 ARCHS = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
-
-
-def sharp_model(model_dir, dtype="float32"):
-    """The tiny model with sharper attention and logits, so greedy output depends on positions and
-    on every part of the step (a random tiny model's logits barely do)."""
-    model = load_model(model_dir, dtype=dtype)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(30)
-        for name, param in vlm_body(model).language_model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                param.mul_(10)
-    return model.eval()
-
-
-def prompt_inputs(model_dir, *, videos: bool = True, prompts=None):
-    processor = load_processor(model_dir)
-    factor = processor_size_factor(processor)
-    gen = torch.Generator().manual_seed(0)
-    visuals = [
-        SampledVideo(
-            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
-        ),
-        SampledVideo(
-            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
-        ),
-    ]
-    prompts = prompts or [
-        "Which object moves first?",
-        "Which of the following will happen if the cyan cylinder is removed? Think step by step.",
-    ]
-    inputs = build_inputs(processor, prompts, visuals[: len(prompts)] if videos else [None] * len(prompts))
-    return processor, inputs
 
 
 def reference_greedy(model, inputs, processor, max_new_tokens):

@@ -9,8 +9,8 @@ import math
 
 import pytest
 import torch
-from test_engine import prompt_inputs, sharp_model
 
+from tiny_prompts import prompt_inputs, sharp_model
 from videothinker.models.engine import DecodeEngine, prompt_model_inputs
 from videothinker.models.loading import eos_token_ids
 from videothinker.models.sampling import sample_next, top_p_filter

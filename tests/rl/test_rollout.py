@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videothinker.data.video import SampledVideo
+from tiny_prompts import prompt_inputs, sharp_model
 from videothinker.models.inputs import build_inputs
-from videothinker.models.loading import eos_token_ids, load_model, load_processor, processor_size_factor
+from videothinker.models.loading import eos_token_ids, load_model, load_processor
 from videothinker.models.vision import vlm_body
 from videothinker.rl import rollout as rollout_module
 from videothinker.rl.losses import completion_mask_after_eos
@@ -18,43 +18,15 @@ from videothinker.rl.rollout import generate_rollout, simple_generate_rollout
 G = 3
 
 
-def _sharp_model(model_dir):
-    """The tiny model with sharper attention and logits: a random tiny model barely depends on
-    positions (logits move by ~0.4% when a token's position shifts by 9), so greedy output would not
-    show wrong M-RoPE offsets; scaled queries and keys make it depend on them."""
-    model = load_model(model_dir, dtype="float32")
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(30)
-        for name, param in vlm_body(model).language_model.named_parameters():
-            if name.endswith(("q_proj.weight", "k_proj.weight")):
-                param.mul_(10)
-    return model
-
-
 def _inputs(model_dir, *, videos: bool = True):
-    processor = load_processor(model_dir)
-    factor = processor_size_factor(processor)
-    gen = torch.Generator().manual_seed(0)
-    visuals = [
-        SampledVideo(
-            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
-        ),
-        SampledVideo(
-            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
-        ),
-    ]
-    prompts = [
-        "Which object moves first?",
-        "Which of the following will happen if the cyan cylinder is removed? Think.",
-    ]
-    inputs = build_inputs(processor, prompts, visuals if videos else [None, None])
+    processor, inputs = prompt_inputs(model_dir, videos=videos)
     assert inputs["attention_mask"][0].sum() != inputs["attention_mask"][1].sum()  # left padding is exercised
     return processor, inputs
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_one_prefill_greedy_equals_plain_generate(tiny_model_dir, arch):
-    model = _sharp_model(tiny_model_dir(arch))
+    model = sharp_model(tiny_model_dir(arch))
     processor, inputs = _inputs(tiny_model_dir(arch))
     eos = eos_token_ids(model, processor)
     kwargs = {
@@ -88,7 +60,7 @@ def test_one_prefill_greedy_equals_plain_generate(tiny_model_dir, arch):
 
 
 def test_one_prefill_greedy_equals_plain_generate_for_text_only_prompts(tiny_qwen2_5_vl_dir):
-    model = _sharp_model(tiny_qwen2_5_vl_dir)
+    model = sharp_model(tiny_qwen2_5_vl_dir)
     processor, inputs = _inputs(tiny_qwen2_5_vl_dir, videos=False)
     kwargs = {
         "max_completion_length": 8,

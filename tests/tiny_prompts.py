@@ -1,0 +1,46 @@
+"""Shared by the sampling tests: tiny models made sharp enough that greedy tokens depend on every
+position and mask, and two left-padded video prompts of different lengths."""
+
+from __future__ import annotations
+
+import torch
+
+from videothinker.data.video import SampledVideo
+from videothinker.models.inputs import build_inputs
+from videothinker.models.loading import load_model, load_processor, processor_size_factor
+from videothinker.models.vision import vlm_body
+
+
+def sharp_model(model_dir, dtype: str = "float32"):
+    """The tiny model with sharper attention and logits: a random tiny model barely depends on
+    positions (logits move by ~0.4% when a token's position shifts by 9), so greedy output would not
+    show wrong M-RoPE offsets or masks; scaled queries and keys (x10) and lm_head (x30) make it."""
+    model = load_model(model_dir, dtype=dtype)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(30)
+        for name, param in vlm_body(model).language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(10)
+    return model.eval()
+
+
+def prompt_inputs(model_dir, *, videos: bool = True, prompts: list[str] | None = None):
+    """(processor, inputs) for two prompts (or ``prompts``) with random videos of different sizes
+    (or none), left padded."""
+    processor = load_processor(model_dir)
+    factor = processor_size_factor(processor)
+    gen = torch.Generator().manual_seed(0)
+    visuals = [
+        SampledVideo(
+            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
+        ),
+        SampledVideo(
+            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
+        ),
+    ]
+    prompts = prompts or [
+        "Which object moves first?",
+        "Which of the following will happen if the cyan cylinder is removed? Think step by step.",
+    ]
+    inputs = build_inputs(processor, prompts, visuals[: len(prompts)] if videos else [None] * len(prompts))
+    return processor, inputs
