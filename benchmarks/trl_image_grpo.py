@@ -1,0 +1,331 @@
+"""TRL's GRPOTrainer and `videothinker train --stage grpo` side by side on one image task, one run.
+
+The task: synthetic 448x308 PNG images (a few discs on a plain background) with a four-option
+question (how many discs), written once as a records file of the Video-R1 family (``data_type:
+image``) that `videothinker train` reads, and read back into a `datasets.Dataset` with a
+conversational ``prompt`` and an ``image`` column, as TRL's GRPOTrainer takes images. Both get the
+same prompt text (`videothinker.data.prompts.train_prompt`, template ``mixed``, the image placed
+before the text), the same images, and the same rewards (`accuracy_reward` + `format_reward`,
+wrapped for TRL). The model is a full-size random-init Qwen2.5-VL-3B (train_e2e.py's
+`build_fullsize_model`: the tiny model's tokenizer and processor, the published dimensions), bf16
+weights, SDPA, gradient checkpointing, G = 8 (one prompt x 8 completions per optimizer step), 256
+completion tokens, beta = 0.04 (reference = the initial model), lr 1e-6, temperature 1.0, no vLLM.
+
+Each trainer runs in its own subprocess (TRL first), so memory figures are separate. Reported per
+trainer: median step time over the steps after the first, the first step, peak GPU memory polled
+from nvidia-smi (the whole process), mean completion length (a random model rarely emits EOS, but
+neither trainer is told to ban it: compare lengths before times); for TRL also torch's peak
+allocated / reserved. Then the ratio TRL / videothinker. Nothing is downloaded.
+
+    # here: the wheels TRL needs on the GPU machine (see trl_wheels.sh)
+    bash benchmarks/trl_wheels.sh
+    # there (carry .whl): install, then run
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site-packages .whl/*.whl && export PYTHONPATH=/tmp/site-packages:src
+    python3 benchmarks/trl_image_grpo.py --out $OUT/trl_image_grpo.json
+    # CPU smoke run (TRL in a side folder: pip install --target /tmp/trl/site-packages trl==1.16.0 datasets)
+    PYTHONPATH=src:/tmp/trl/site-packages python benchmarks/trl_image_grpo.py --tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from train_e2e import ROOT, MemoryPoller, build_fullsize_model, cli
+
+TEMPLATE = "mixed"  # the paper presets' data.template
+WORKER_PACKAGES = ("trl", "datasets", "transformers", "pyarrow", "pandas", "huggingface_hub", "dill")
+
+
+def make_records(folder: Path, count: int, width: int, height: int) -> Path:
+    """``count`` images of 1 to 4 discs with the question 'how many discs', as image records."""
+    records = folder / "train.json"
+    if records.exists():
+        return records
+    from PIL import Image, ImageDraw
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng, rows = random.Random(0), []
+    for i in range(count):
+        discs = rng.randint(1, 4)
+        image = Image.new("RGB", (width, height), tuple(rng.randint(150, 255) for _ in range(3)))
+        draw, radius = ImageDraw.Draw(image), max(3, min(width, height) // 10)
+        for k in range(discs):  # one disc per column band, so none overlap
+            x = (k + 0.5) * width / 4 + rng.uniform(-0.1, 0.1) * width / 4
+            y = rng.uniform(radius, height - radius)
+            colour = tuple(rng.randint(0, 120) for _ in range(3))
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
+        name = f"images/image_{i:03d}.png"
+        image.save(folder / name)
+        rows.append(
+            {
+                "problem_id": i,
+                "problem": "How many discs are in the image?",
+                "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
+                "solution": f"<answer>{'ABCD'[discs - 1]}</answer>",
+                "problem_type": "multiple choice",
+                "data_type": "image",
+                "path": name,
+            }
+        )
+    records.write_text(json.dumps(rows, indent=1))
+    return records
+
+
+def trl_dataset(records: Path):
+    """The records as TRL takes them: a conversational prompt, an ``image``, and reward columns."""
+    from datasets import Dataset, Image
+
+    from videothinker.data.prompts import train_prompt
+    from videothinker.data.records import load_records
+
+    rows = load_records(records)
+    data = {
+        "prompt": [[{"role": "user", "content": train_prompt(r, TEMPLATE)}] for r in rows],
+        "image": [r.video for r in rows],
+        "solution": [r.solution for r in rows],
+        "problem_type": [r.problem_type for r in rows],
+    }
+    return Dataset.from_dict(data).cast_column("image", Image())
+
+
+def _texts(completions) -> list[str]:
+    """TRL passes conversational completions as [{"role": "assistant", "content": text}]."""
+    return [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+
+
+def accuracy(completions, solution, problem_type, **_):
+    from videothinker.rl.rewards import accuracy_reward
+
+    return accuracy_reward(_texts(completions), solution, problem_type=problem_type)
+
+
+def format(completions, **_):  # noqa: A001 (TRL logs a reward under its function's name)
+    from videothinker.rl.rewards import format_reward
+
+    return format_reward(_texts(completions))
+
+
+def prompt_lengths(model: Path, dataset, records: Path) -> tuple[int, int]:
+    """Prompt tokens of the first record as TRL builds them and as videothinker builds them."""
+    from transformers import AutoProcessor
+    from trl.data_utils import prepare_multimodal_messages
+
+    from videothinker.config import VideoConfig
+    from videothinker.data.prompts import train_prompt
+    from videothinker.data.records import load_records
+    from videothinker.data.video import load_visual
+    from videothinker.models.inputs import build_inputs
+
+    processor = AutoProcessor.from_pretrained(model)
+    row = dataset[0]
+    chat = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
+    trl_inputs = processor.apply_chat_template(
+        conversation=[chat], add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    record = load_records(records)[0]
+    visual = load_visual(record.video, "image", VideoConfig(max_pixels=256 * 28 * 28), size_factor=28)
+    vt_inputs = build_inputs(processor, [train_prompt(record, TEMPLATE)], [visual])
+    return len(trl_inputs["input_ids"][0]), int(vt_inputs["input_ids"].shape[1])
+
+
+def trl_worker(args) -> None:
+    """Runs in its own process: TRL's GRPOTrainer for ``args.steps`` steps, results to args.out."""
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    cuda = torch.cuda.is_available()
+
+    class StepTimer(TrainerCallback):
+        """Wall time between optimizer-step ends (the first from train begin), and every log row."""
+
+        def __init__(self):
+            self.times, self.logs, self.last = [], [], 0.0
+
+        def _now(self) -> float:
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter()
+
+        def on_train_begin(self, *a, **k):
+            self.last = self._now()
+
+        def on_step_end(self, *a, **k):
+            now = self._now()
+            self.times.append(now - self.last)
+            self.last = now
+
+        def on_log(self, args, state, control, logs=None, **k):
+            self.logs.append(dict(logs or {}))
+
+    dataset = trl_dataset(Path(args.records))
+    trl_prompt, vt_prompt = prompt_lengths(Path(args.model), dataset, Path(args.records))
+    config = GRPOConfig(
+        output_dir=str(Path(args.work) / "trl-run"),
+        max_steps=args.steps,
+        num_generations=args.generations,
+        per_device_train_batch_size=args.generations,  # one prompt x G completions per step
+        gradient_accumulation_steps=1,
+        max_completion_length=args.completion_tokens,
+        beta=0.04,
+        learning_rate=1e-6,
+        temperature=1.0,
+        top_p=1.0,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        loss_type="grpo",
+        gradient_checkpointing=True,
+        bf16=not args.tiny,
+        model_init_kwargs={"dtype": "float32" if args.tiny else "bfloat16", "attn_implementation": "sdpa"},
+        use_vllm=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=42,
+        dataloader_num_workers=0,
+    )
+    timer = StepTimer()
+    rewards = [accuracy, format]
+    trainer = GRPOTrainer(args.model, rewards, args=config, train_dataset=dataset, callbacks=[timer])
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    lengths = [r["completions/mean_length"] for r in timer.logs if "completions/mean_length" in r]
+    logged = [r["step_time"] for r in timer.logs if "step_time" in r]  # TRL's own, from 1.x on
+    result = {
+        "step_times_s": timer.times,
+        "trl_logged_step_time_median_s": statistics.median(logged[1:] or logged) if logged else None,
+        "completion_length": statistics.mean(lengths) if lengths else None,
+        "prompt_tokens": trl_prompt,
+        "prompt_tokens_videothinker_build": vt_prompt,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
+        "versions": {name: importlib.metadata.version(name) for name in WORKER_PACKAGES},
+        "log": timer.logs,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+def summary(times: list[float]) -> dict:
+    median = statistics.median(times[1:] or times)
+    return {"median_step_time_s": median, "first_step_time_s": times[0], "step_times_s": times}
+
+
+def run_trl(args, model: Path, records: Path, work: Path) -> dict:
+    out = work / "trl.json"
+    command = [sys.executable, __file__, "--trl-worker", "--model", str(model), "--records", str(records)]
+    command += ["--out", str(out), "--work", str(work), "--steps", str(args.steps)]
+    command += ["--generations", str(args.generations), "--completion-tokens", str(args.completion_tokens)]
+    command += ["--tiny"] if args.tiny else []
+    print(" ".join(command), flush=True)
+    with MemoryPoller() as memory:
+        subprocess.run(command, check=True, cwd=ROOT)
+    worker = json.loads(out.read_text())
+    shutil.rmtree(work / "trl-run", ignore_errors=True)
+    return {**summary(worker.pop("step_times_s")), "peak_nvidia_smi_gib": memory.peak_mib / 1024, **worker}
+
+
+def run_videothinker(args, model: Path, records: Path, work: Path) -> dict:
+    run = work / "vt-run"
+    shutil.rmtree(run, ignore_errors=True)
+    sets = [f"max_steps={args.steps}", f"save_steps={args.steps + 1000}", "logging_steps=1"]
+    sets += [f"num_generations={args.generations}", f"max_completion_length={args.completion_tokens}"]
+    sets += ["beta=0.04", "learning_rate=1e-6", "temperature=1.0", "top_p=1.0", "epsilon=0.2"]
+    sets += ["epsilon_high=0.28", "loss_type=grpo", "per_device_train_batch_size=1"]
+    sets += ["gradient_accumulation_steps=1", "model.gradient_checkpointing=true", "seed=42"]
+    sets += ["model.dtype=float32", "bf16=false"] if args.tiny else ["model.dtype=bfloat16", "bf16=true"]
+    sets += args.set
+    command = cli("train", "--stage", "grpo", "--config", "paper_qwen2_5_vl_3b_grpo", "--model", str(model))
+    command += ["--data", str(records), "--out", str(run)]
+    for item in sets:
+        command += ["--set", item]
+    print(" ".join(command), flush=True)
+    with MemoryPoller() as memory:
+        subprocess.run(command, check=True, cwd=ROOT)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "step" in r and "step_time" in r]
+    start = next((r for r in rows if r.get("event") == "start"), {})
+    shutil.rmtree(run, ignore_errors=True)
+    return {
+        **summary([r["step_time"] for r in steps]),
+        "peak_nvidia_smi_gib": memory.peak_mib / 1024,
+        "completion_length": statistics.mean(r["completion_length"] for r in steps),
+        "engine": start.get("engine"),
+        "sets": sets,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--generations", type=int, default=None, help="G (default 8; --tiny: 2)")
+    parser.add_argument("--completion-tokens", type=int, default=None, help="default 256; --tiny: 8")
+    parser.add_argument("--image-size", default=None, help="WIDTHxHEIGHT (default 448x308; --tiny: 112x84)")
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to train")
+    parser.add_argument("--work", default="/tmp/videothinker-trl")
+    parser.add_argument("--tiny", action="store_true", help="a few-layer model, small images (CPU smoke)")
+    parser.add_argument("--out", default="trl_image_grpo.json")
+    parser.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--build-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--records", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.generations = args.generations or (2 if args.tiny else 8)
+    args.completion_tokens = args.completion_tokens or (8 if args.tiny else 256)
+    if args.build_worker:
+        return print(f"model: {build_fullsize_model(Path(args.model), '3b', args.tiny)}")
+    if args.trl_worker:
+        return trl_worker(args)
+    args.steps = 2 if args.tiny and args.steps == 6 else args.steps
+    width, height = map(int, (args.image_size or ("112x84" if args.tiny else "448x308")).split("x"))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / f"random-qwen2_5_vl-3b{'-tiny' if args.tiny else ''}"
+    if not (model / "config.json").exists():  # in a subprocess: this one keeps no GPU memory
+        build = [sys.executable, __file__, "--build-worker", "--model", str(model)] + ["--tiny"] * args.tiny
+        subprocess.run(build, check=True, cwd=ROOT)
+    records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
+    trl = run_trl(args, model, records, work)
+    ours = run_videothinker(args, model, records, work)
+    result = {
+        "task": f"one {width}x{height} image per prompt, G={args.generations}, "
+        f"{args.completion_tokens} completion tokens, beta 0.04, {'tiny fp32' if args.tiny else 'bf16 3B'}",
+        "steps": args.steps,
+        "trl_over_videothinker": trl["median_step_time_s"] / ours["median_step_time_s"],
+        "trl": trl,
+        "videothinker": ours,
+        "versions": {
+            name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")
+        },
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+    result["versions"].update(trl.pop("versions"))
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"\n{'':14}{'median s':>10}{'first s':>10}{'smi GiB':>10}{'compl len':>11}")
+    for name, r in (("TRL GRPO", trl), ("videothinker", ours)):
+        print(
+            f"{name:14}{r['median_step_time_s']:10.2f}{r['first_step_time_s']:10.2f}"
+            f"{r['peak_nvidia_smi_gib']:10.1f}{r['completion_length']:11.1f}"
+        )
+    print(f"TRL / videothinker step time: {result['trl_over_videothinker']:.2f}x (target >= 4)")
+    print(f"TRL's own logged step_time, median: {trl['trl_logged_step_time_median_s']}")
+    print(
+        f"TRL torch peak GiB: {trl['peak_allocated_gib']:.1f} allocated, {trl['peak_reserved_gib']:.1f} reserved"
+    )
+    print(f"prompt tokens: TRL {trl['prompt_tokens']}, ours {trl['prompt_tokens_videothinker_build']}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
