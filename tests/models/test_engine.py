@@ -186,3 +186,26 @@ def test_lora_policy_decodes_with_merged_adapters(tiny_model_dir):
     engine.refresh_weights()
     assert torch.equal(engine.generate(inputs, 2, **kwargs), expected)
     assert not torch.equal(stale, expected)
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps(tiny_model_dir, monkeypatch):
+    """If a GPU's capture fails (a kernel that cannot be captured), the engine warns once and decodes
+    eagerly, with the same tokens (the capture is simulated: this runs on any machine)."""
+    import videothinker.models.engine as engine_module
+
+    model = sharp_model(tiny_model_dir("qwen2_vl"))
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen2_vl"))
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 6, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    engine = DecodeEngine(model)
+    engine.cuda_graphs = True  # as on a GPU
+
+    def fail(state):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    messages = []
+    monkeypatch.setattr(engine, "_capture", fail)
+    monkeypatch.setattr(engine_module, "warn", messages.append)
+    got = engine.generate(inputs, 2, **kwargs)
+    assert engine.cuda_graphs is False and len(messages) == 1 and "capture failed" in messages[0]
+    assert torch.equal(got, reference_greedy(model, inputs, processor, 6).repeat_interleave(2, 0))

@@ -324,7 +324,11 @@ class DecodeEngine:
             use_top_p=use_top_p,
         )
         if self.cuda_graphs and T > 1:
-            state.graph = self._capture(state)
+            try:
+                state.graph = self._capture(state)
+            except RuntimeError as e:  # a kernel that cannot be captured on this torch / GPU
+                warn(f"decode engine: CUDA graph capture failed ({e}); decoding with eager steps")
+                self.cuda_graphs = False
         return state
 
     def _capture(self, state: _DecodeState) -> torch.cuda.CUDAGraph:
