@@ -7,6 +7,8 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 ``--repeats`` runs per length, all paths in one run:
 
 - engine_graph:   `DecodeEngine`, the decode step captured in a CUDA graph and replayed;
+- engine_graph_compiled: the same with each layer's parts around attention through torch.compile
+                  (``rollout.compile=true``);
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -56,7 +58,9 @@ def main() -> None:
     parser.add_argument("--t2", type=int, default=288, help="the longer completion length")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--master-fp32", action="store_true", help="fp32 weights under bf16 autocast")
-    parser.add_argument("--paths", default="engine_graph,engine_eager,generate,generate_static")
+    parser.add_argument(
+        "--paths", default="engine_graph,engine_graph_compiled,engine_eager,generate,generate_static"
+    )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small video (CPU smoke run)")
     parser.add_argument("--out", default="decode.json")
     args = parser.parse_args()
@@ -74,6 +78,10 @@ def main() -> None:
         "engine_graph": DecodeEngine(model, dtype=torch.bfloat16, check_every=1 << 30),
         "engine_eager": DecodeEngine(model, dtype=torch.bfloat16, cuda_graphs=False, check_every=1 << 30),
     }
+    if "engine_graph_compiled" in args.paths:
+        engines["engine_graph_compiled"] = DecodeEngine(
+            model, dtype=torch.bfloat16, compile=True, check_every=1 << 30
+        )
 
     def run(path: str, T: int) -> torch.Tensor:
         with torch.no_grad(), autocast:

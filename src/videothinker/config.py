@@ -376,6 +376,11 @@ class RolloutConfig:
     cuda_graphs: bool = _field(
         True, "graph engine: capture the decode step in a CUDA graph on a GPU (false: eager, for debugging)"
     )
+    compile: bool = _field(
+        False,
+        "graph engine: torch.compile each layer's parts around attention (fused norms, rotary, residuals); "
+        "the first step compiles",
+    )
 
     def problems(self) -> list[str]:
         out = _choice("rollout.engine", self.engine, ENGINES)

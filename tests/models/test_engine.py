@@ -209,3 +209,20 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(tiny_model_dir, monkey
     got = engine.generate(inputs, 2, **kwargs)
     assert engine.cuda_graphs is False and len(messages) == 1 and "capture failed" in messages[0]
     assert torch.equal(got, reference_greedy(model, inputs, processor, 6).repeat_interleave(2, 0))
+
+
+@pytest.mark.slow
+def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir):
+    """rollout.compile: the layer parts through torch.compile (two graphs for all layers, no
+    recompiles per layer) decode the tokens the plain parts decode."""
+    from torch._dynamo.utils import counters
+
+    model = sharp_model(tiny_model_dir("qwen3_vl"))
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen3_vl"))
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 6, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    plain = DecodeEngine(model).generate(inputs, 2, **kwargs)
+    counters.clear()
+    compiled = DecodeEngine(model, compile=True).generate(inputs, 2, **kwargs)
+    assert torch.equal(compiled, plain)
+    assert counters["stats"]["unique_graphs"] == 2

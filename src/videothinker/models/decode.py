@@ -288,6 +288,40 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def attention_inputs(
+    h: torch.Tensor,  # [N, H]
+    cos: torch.Tensor,  # [N, 1, D]
+    sin: torch.Tensor,  # [N, 1, D]
+    lw: LayerWeights,
+    eps: float,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # q [N, Q, D], k [N, K, D], v [N, K, D]
+    """A layer's part before attention: RMSNorm, q/k/v projections, (Qwen3-VL) q/k norms, rotary."""
+    n = h.shape[0]
+    x = rms_norm(h, lw.input_norm, eps)
+    q = F.linear(x, lw.q, lw.q_bias).view(n, num_heads, head_dim)
+    k = F.linear(x, lw.k, lw.k_bias).view(n, num_kv_heads, head_dim)
+    v = F.linear(x, lw.v, lw.v_bias).view(n, num_kv_heads, head_dim)
+    if lw.q_norm is not None:
+        q, k = rms_norm(q, lw.q_norm, eps), rms_norm(k, lw.k_norm, eps)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
+
+
+def attention_output(
+    h: torch.Tensor,  # [N, H], the layer's input (the residual)
+    attended: torch.Tensor,  # [N, Q*D]
+    lw: LayerWeights,
+    eps: float,
+    act: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:  # [N, H], the layer's output
+    """A layer's part after attention: o projection, residual, RMSNorm, SwiGLU MLP, residual."""
+    h = h + F.linear(attended, lw.o, lw.o_bias)
+    x = rms_norm(h, lw.post_norm, eps)
+    return h + F.linear(act(F.linear(x, lw.gate)) * F.linear(x, lw.up), lw.down)
+
+
 def decode_step(
     w: DecoderWeights,
     tokens: torch.Tensor,  # [N] int64, this step's input token of each row
@@ -296,11 +330,17 @@ def decode_step(
     values: torch.Tensor,  # [L, N, K, S, D]
     write_index: torch.Tensor,  # [1] int64, the cache slot this step's keys and values go to
     attend: torch.Tensor,  # [N, S] bool, the slots each row attends to (this step's is set here)
+    parts: tuple[Callable, Callable] = (attention_inputs, attention_output),
 ) -> torch.Tensor:  # [N, V] float32 logits of the next token
     """One token per row through the text model, its keys and values written into the cache at
     ``write_index``; every shape is fixed and every index lives on the device, so the step can be
     captured in a CUDA graph. Equals the model's forward on one new token with a KV cache holding
-    the slots ``attend`` marks (see the module docstring)."""
+    the slots ``attend`` marks (see the module docstring).
+
+    ``parts``: the layer's pure parts before and after attention (`attention_inputs`,
+    `attention_output`), or compiled versions of them (``rollout.compile``); the cache writes and
+    the attention stay outside them."""
+    before, after = parts
     n = tokens.shape[0]
     group = w.num_heads // w.num_kv_heads
     attend.index_fill_(1, write_index, True)
@@ -308,14 +348,7 @@ def decode_step(
     cos, sin = rotary(positions, w)
     h = F.embedding(tokens, w.embed)  # [N, H]
     for layer, lw in enumerate(w.layers):
-        x = rms_norm(h, lw.input_norm, w.eps)
-        q = F.linear(x, lw.q, lw.q_bias).view(n, w.num_heads, w.head_dim)
-        k = F.linear(x, lw.k, lw.k_bias).view(n, w.num_kv_heads, w.head_dim)
-        v = F.linear(x, lw.v, lw.v_bias).view(n, w.num_kv_heads, w.head_dim)
-        if lw.q_norm is not None:
-            q, k = rms_norm(q, lw.q_norm, w.eps), rms_norm(k, lw.k_norm, w.eps)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k, v = before(h, cos, sin, lw, w.eps, w.num_heads, w.num_kv_heads, w.head_dim)
         keys[layer].index_copy_(2, write_index, k.unsqueeze(2))
         values[layer].index_copy_(2, write_index, v.unsqueeze(2))
         out = F.scaled_dot_product_attention(
@@ -325,7 +358,34 @@ def decode_step(
             attn_mask=mask,
             scale=w.scaling,
         )  # [N, K, group, D]
-        h = h + F.linear(out.reshape(n, w.num_heads * w.head_dim), lw.o, lw.o_bias)
-        x = rms_norm(h, lw.post_norm, w.eps)
-        h = h + F.linear(w.act(F.linear(x, lw.gate)) * F.linear(x, lw.up), lw.down)
+        h = after(h, out.reshape(n, w.num_heads * w.head_dim), lw, w.eps, w.act)
     return F.linear(rms_norm(h, w.norm, w.eps), w.lm_head).float()
+
+
+def compiled_parts() -> tuple[Callable, Callable]:
+    """`attention_inputs` and `attention_output` compiled with ``torch.compile`` (fused elementwise
+    work: norms, rotary, residuals; one compiled graph each, shared by every layer: the weights are
+    passed as tensors, so layers differ only in data, not in what is guarded)."""
+    before = torch.compile(_inputs_of_tensors, fullgraph=True, dynamic=False)
+    after = torch.compile(_output_of_tensors, fullgraph=True, dynamic=False)
+
+    def compiled_before(h, cos, sin, lw: LayerWeights, eps, num_heads, num_kv_heads, head_dim):
+        tensors = (lw.input_norm, lw.q, lw.q_bias, lw.k, lw.k_bias, lw.v, lw.v_bias, lw.q_norm, lw.k_norm)
+        return before(h, cos, sin, *tensors, eps, num_heads, num_kv_heads, head_dim)
+
+    def compiled_after(h, attended, lw: LayerWeights, eps, act):
+        return after(h, attended, lw.o, lw.o_bias, lw.post_norm, lw.gate, lw.up, lw.down, eps, act)
+
+    return compiled_before, compiled_after
+
+
+def _inputs_of_tensors(h, cos, sin, input_norm, q, q_bias, k, k_bias, v, v_bias, q_norm, k_norm, eps, *shape):
+    lw = LayerWeights(
+        input_norm, q, k, v, None, None, None, None, None, q_bias, k_bias, v_bias, None, q_norm, k_norm
+    )
+    return attention_inputs(h, cos, sin, lw, eps, *shape)
+
+
+def _output_of_tensors(h, attended, o, o_bias, post_norm, gate, up, down, eps, act):
+    lw = LayerWeights(None, None, None, None, o, post_norm, gate, up, down, o_bias=o_bias)
+    return attention_output(h, attended, lw, eps, act)

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 import torch
 
 from videothinker.console import print0, warn
-from videothinker.models.decode import DecoderWeights, decode_step, decode_unavailable, weights_from_model
+from videothinker.models.decode import (
+    DecoderWeights,
+    attention_inputs,
+    attention_output,
+    compiled_parts,
+    decode_step,
+    decode_unavailable,
+    weights_from_model,
+)
 from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
@@ -53,6 +61,7 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
         cuda_graphs=rollout.cuda_graphs,
         prompt_bucket=rollout.prompt_bucket,
         check_every=rollout.check_every,
+        compile=rollout.compile,
     )
     if engine is not None:
         print0(engine.memory_report())
@@ -162,6 +171,8 @@ class DecodeEngine:
         check_every: decode steps between checks that every row has finished (each check waits for
             the device).
         max_states: buckets whose buffers (and graphs) are kept; the least recently used goes first.
+        compile: run each layer's parts before and after attention through ``torch.compile``
+            (fused norms, rotary and residuals; the first step compiles).
     """
 
     def __init__(
@@ -173,6 +184,7 @@ class DecodeEngine:
         prompt_bucket: int = 256,
         check_every: int = 16,
         max_states: int = 2,
+        compile: bool = False,
     ):
         if prompt_bucket < 1 or check_every < 1 or max_states < 1:
             raise ValueError("prompt_bucket, check_every and max_states must be >= 1")
@@ -181,6 +193,7 @@ class DecodeEngine:
         self.cuda_graphs = cuda_graphs and self.weights.device.type == "cuda"
         self.prompt_bucket, self.check_every, self.max_states = prompt_bucket, check_every, max_states
         self._states: OrderedDict[tuple, _DecodeState] = OrderedDict()
+        self.parts = compiled_parts() if compile else (attention_inputs, attention_output)
         self.graph_captures = 0  # how many graphs were captured (a new bucket captures one)
 
     @classmethod
@@ -351,7 +364,9 @@ class DecodeEngine:
 
     def _advance(self, s: _DecodeState) -> None:
         """One decode step on the state's buffers, in place: the captured graph's body."""
-        logits = decode_step(self.weights, s.tokens, s.positions, s.keys, s.values, s.write_index, s.attend)
+        logits = decode_step(
+            self.weights, s.tokens, s.positions, s.keys, s.values, s.write_index, s.attend, self.parts
+        )
         token = sample_next(
             logits, greedy=s.greedy, temperature=s.temperature, top_p=s.top_p if s.use_top_p else None
         )
