@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The decode engine's GPU checks and benchmarks (docs/PERFORMANCE.md §2), in parts that each fit one
+# device call of at most 10 minutes on one H200 (torch, transformers, accelerate there; no PyAV, no
+# network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
+#
+#   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, 3 families) + ms per decode step
+#   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768)
+#   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset, engine vs generate (3B, random init)
+#   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer vs videothinker on the image task (wheels in .whl/)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+part=${1:?which part: 1, 2, 3 or 4}
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
+case "$part" in
+1)
+    python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
+    (cd benchmarks && python decode.py --out "../$OUT/decode.json") 2>&1 | tee "$OUT/decode.txt"
+    ;;
+2)
+    (cd benchmarks && python cdpo_step.py --out "../$OUT/cdpo_step_engine.json") 2>&1 | tee "$OUT/cdpo_step_engine.txt"
+    (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
+        --out "../$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
+    ;;
+3)
+    python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_fp32_master_generate --out "$OUT/train_e2e" \
+        2>&1 | tee "$OUT/train_e2e.txt"
+    ;;
+4)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site-packages .whl/*.whl || exit 1
+    PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --out "$OUT/trl_image_grpo.json" \
+        2>&1 | tee "$OUT/trl_image_grpo.txt"
+    ;;
+*)
+    echo "unknown part $part" >&2
+    exit 2
+    ;;
+esac
