@@ -20,6 +20,11 @@ paper_qwen2_5_vl_7b_cdpo, tiny_cpu), then --set key=value (repeatable; TRL names
 max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, optim, ...), then the
 flags below. The resolved config is written to OUT/config.yaml.
 
+Sampling runs on the decode engine (one prefill per prompt, a static KV cache, the decode step
+replayed as a CUDA graph on a GPU); --set rollout.engine=generate samples with transformers'
+generate instead. Bad media stop the run before any model loads, with a count and the first paths;
+--set data.skip_invalid=true leaves those records out (docs/TRAINING.md).
+
 Writes OUT/log.jsonl (one line per step), OUT/checkpoint-<step>/ (HF format + trainer state; a run
 in a folder with checkpoints resumes from the newest) and OUT/final/ (the model, in HF format: the
 --reference of the next stage, or the --model of `videothinker eval`).
