@@ -9,23 +9,26 @@
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer vs videothinker on the image task (wheels in .whl/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-runs/gpu}
+OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
 mkdir -p "$OUT"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
 part=${1:?which part: 1, 2, 3 or 4}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
     python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
-    (cd benchmarks && python decode.py --out "../$OUT/decode.json") 2>&1 | tee "$OUT/decode.txt"
+    (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 --out "$OUT/decode.json") 2>&1 \
+        | tee "$OUT/decode.txt"
     ;;
 2)
-    (cd benchmarks && python cdpo_step.py --out "../$OUT/cdpo_step_engine.json") 2>&1 | tee "$OUT/cdpo_step_engine.txt"
+    (cd benchmarks && python cdpo_step.py --repeats 2 --out "$OUT/cdpo_step_engine.json") 2>&1 \
+        | tee "$OUT/cdpo_step_engine.txt"
     (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
-        --out "../$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
+        --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
     ;;
 3)
-    python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_fp32_master_generate --out "$OUT/train_e2e" \
+    python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_fp32_master_compiled,3b_fp32_master_generate \
+        --steps 3 --out "$OUT/train_e2e" \
         2>&1 | tee "$OUT/train_e2e.txt"
     ;;
 4)

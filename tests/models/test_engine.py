@@ -144,10 +144,12 @@ def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch):
     eager = DecodeEngine(model, cuda_graphs=False)
     assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
     assert graph.graph_captures == 1
-    # Sampling: the same seed gives the same draws in both.
+    # Sampling: the same seed gives the same draws, whether the call captures a graph (the first) or
+    # replays it (capturing puts the random generator back as it found it).
     sample = {**kwargs, "do_sample": True, "temperature": 0.9, "top_p": 0.8}
     torch.manual_seed(0)
     a = graph.generate(inputs, 4, **sample)
+    assert graph.graph_captures == 2
     torch.manual_seed(0)
     b = graph.generate(inputs, 4, **sample)
     assert torch.equal(a, b)

@@ -349,6 +349,9 @@ class DecodeEngine:
         The warm-up writes into the buffers; `_load` refills every one of them before use."""
         state.attend[:, 0] = True  # no row attends to nothing while warming up
         state.step.zero_()
+        # The warm-up draws random numbers; put the generator back afterwards, so a run that captures
+        # at this step samples what a run that already had the graph samples (exact resume).
+        rng = torch.cuda.get_rng_state()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.autocast("cuda", enabled=False):
@@ -359,6 +362,7 @@ class DecodeEngine:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph), torch.autocast("cuda", enabled=False):
             self._advance(state)
+        torch.cuda.set_rng_state(rng)
         self.graph_captures += 1
         return graph
 
