@@ -90,8 +90,8 @@ def big_sets(tmp_path_factory) -> dict[float, Path]:
     sets = {}
     for ratio, seed in ((0.74, 3), (0.3, 4)):
         out = tmp_path_factory.mktemp(f"lab{ratio}")
-        generate_lab(out, LabConfig(scenes=320, observational_ratio=ratio, seed=seed, videos=False))
-        _touch_videos(out, range(320))
+        generate_lab(out, LabConfig(scenes=360, observational_ratio=ratio, seed=seed, videos=False))
+        _touch_videos(out, range(360))
         sets[ratio] = out
     return sets
 
@@ -111,7 +111,7 @@ def test_converter_share_matches_the_requested_ratio_under_both_rules(big_sets, 
 def test_schema_and_answers_from_resimulation(big_sets):
     out, config = big_sets[0.74], LabConfig()
     entries = json.loads((out / "questions.json").read_text())
-    assert _check_questions(entries, list(range(320))) >= 500
+    assert _check_questions(entries, list(range(360))) >= 500
     lost = new = 0
     for entry in entries:
         a = json.loads((out / "annotations" / f"annotation_{entry['scene_index']:05d}.json").read_text())

@@ -27,6 +27,8 @@ class DemoPreset:
         warm_observational / train_observational / test_observational: observational share of each
             set (training: the paper's 74%; warm start and test: both kinds).
         lab_size: frame size (width, height) of the lab videos; frames / fps: clip length and rate.
+        world: changes to the lab world (`videothinker.lab.WorldConfig` fields; empty: the recommended
+            world); contact_marks: collisions leave marks in the frames (`videothinker.lab.render`).
         video_format: "mp4" (PyAV) or "png" (frame folders, no PyAV).
         lab_workers: processes generating scenes.
         model: sizes of the tiny Qwen2.5-VL (`videothinker.models.tiny.TinySizes` fields).
@@ -52,6 +54,8 @@ class DemoPreset:
     lab_size: tuple[int, int] = (112, 112)
     frames: int = 32
     fps: int = 8
+    world: dict[str, Any] = field(default_factory=dict)
+    contact_marks: bool = True
     video_format: str = "mp4"
     lab_workers: int = 1
     model: dict[str, int] = field(default_factory=dict)
