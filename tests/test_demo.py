@@ -231,3 +231,17 @@ def test_shortcut_rate_on_the_lab_test_set(demo_run, tmp_path):
         ]
         (run / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         assert shortcut_rate(run, records_file, annotations) == expected, name
+
+
+def test_base_model_command_builds_and_measures_on_a_validation_split(tmp_path, capsys):
+    out = tmp_path / "base"
+    argv = [a for a in MICRO if a not in ("--preset", "gpu")]
+    assert main(["lab", "base-model", "--preset", "gpu", *argv, "--out", str(out)]) == 0
+    result = json.loads((out / "base_model.json").read_text())
+    assert set(result["validation"]) == {"seen", "observational", "inferential", "overall"}
+    assert set(result["targets"]) == {"seen", "observational", "inferential"}
+    assert (out / "models" / "warm-start" / "final" / "model.safetensors").is_file()
+    metrics = json.loads((out / "eval" / "base-val" / "metrics.json").read_text())
+    assert set(metrics["benchmarks"]) == {"lab_val", "lab_val_seen"}
+    assert not (out / "lab" / "test").exists() and not (out / "lab" / "train").exists()  # no test set made
+    assert "targets met" in capsys.readouterr().err
