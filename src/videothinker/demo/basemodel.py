@@ -10,7 +10,10 @@ lab's targets for a model that perceives and partly reasons (docs/LAB.md): colli
 least 15 points above the text-only answer prior and below its observational accuracy.
 
 The model is the one a demo run with the same preset and seed builds (DIR/models/warm-start/final),
-so settings chosen here carry over to the demo and to the GPU experiment. No test set is generated.
+so settings chosen here carry over to the demo and to the GPU experiment. The folder is a demo
+folder: run on a demo run's folder (DIR/seed-S of a multi-seed run), it only adds the validation set
+and the evaluation and measures that run's base model; a demo run into a base-model folder reuses its
+warm-start set and base model. No test set is generated here.
 """
 
 from __future__ import annotations
@@ -63,13 +66,15 @@ def run_base_model(
 
     hf_logging.disable_progress_bar()
     paths = DemoPaths(Path(out))
-    check_settings(paths.root, {"job": "base-model", "preset": preset.to_json(), "seed": seed})
+    check_settings(paths.root, {"preset": preset.to_json(), "seed": seed})  # the demo's: same folder
     print0(f"base model: preset {preset.name}, seed {seed}, output {paths.root}")
     phases = PhaseLog(paths.root, total=3)
+    # The warm-start set unless a demo run made it (same seed and settings: the same files).
+    splits = ("val",) if "data" in phases.done else ("warm", "val")
     phases.run(
-        "data",
-        "lab data: warm-start and validation sets",
-        lambda: make_data(paths, preset, seed, splits=("warm", "val")),
+        "data-val",
+        "lab data: " + " and ".join({"warm": "warm-start", "val": "validation"}[s] for s in splits) + " sets",
+        lambda: make_data(paths, preset, seed, splits=splits),
     )
     phases.run(
         "base",
