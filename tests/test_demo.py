@@ -64,11 +64,11 @@ def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
         expected = [
             format_percent(kinds.get("observational", {}).get("accuracy")),
             format_percent(kinds.get("inferential", {}).get("accuracy")),
-            format_percent(questions["overall"]["accuracy"]),
+            format_percent(questions["accuracy"]),
             format_percent(kinds.get("seen", {}).get("accuracy")),
         ]
         assert table[label][:4] == expected, name
-        assert table[label][5] == str(questions["overall"]["scored"])
+        assert table[label][5] == str(questions["scored"])
         assert metrics["benchmarks"]["lab_test_seen"]["question_kinds"].keys() == {"seen"}
         assert metrics["counts"]["scored"] == metrics["counts"]["records"] > 0
         rescored = tmp_path / name
