@@ -30,7 +30,8 @@ MODELS = {"base": "base", "bias": "bias", "cdpo": "CDPO", "grpo": "GRPO"}
 
 
 def _report_table(report: str) -> dict[str, list[str]]:
-    """Rows of report.md's first table: model -> [observational, inferential, overall, questions]."""
+    """Rows of report.md's first table: model -> [observational, inferential, overall, seen, shortcut,
+    questions]."""
     section = report.split("## Accuracy on the held-out test set (%)")[1].split("##")[0]
     rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
     return {row[0]: row[1:] for row in rows[2:]}  # after the header and the separator
@@ -49,7 +50,9 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
     out = demo_run
     records = out / "lab" / "test" / "lab_test.jsonl"
+    probes = out / "lab" / "test" / "lab_test_seen.jsonl"
     first = json.loads(records.read_text().splitlines()[0])
+    assert {json.loads(line)["question_kind"] for line in probes.read_text().splitlines()} == {"seen"}
     assert first["data_type"] == "frame" and first["fps"] == 8.0  # PNG frame folders, no PyAV used
     report = (out / "report.md").read_text()
     table = _report_table(report)
@@ -57,19 +60,23 @@ def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
     for name, label in MODELS.items():
         metrics = json.loads((out / "eval" / name / "metrics.json").read_text())
         kinds = metrics["question_kinds"]
+        questions = metrics["benchmarks"]["lab_test"]  # the counterfactual questions; the probes apart
         expected = [
             format_percent(kinds.get("observational", {}).get("accuracy")),
             format_percent(kinds.get("inferential", {}).get("accuracy")),
-            format_percent(metrics["overall"]["accuracy"]),
+            format_percent(questions["accuracy"]),
+            format_percent(kinds.get("seen", {}).get("accuracy")),
         ]
-        assert table[label][:3] == expected, name
-        assert table[label][4] == str(metrics["overall"]["scored"])
+        assert table[label][:4] == expected, name
+        assert table[label][5] == str(questions["scored"])
+        assert metrics["benchmarks"]["lab_test_seen"]["question_kinds"].keys() == {"seen"}
         assert metrics["counts"]["scored"] == metrics["counts"]["records"] > 0
         rescored = tmp_path / name
         argv = [
             "score",
             "--benchmark",
             str(records),
+            str(probes),
             "--predictions",
             str(out / "eval" / name / "predictions.jsonl"),
         ]
@@ -224,3 +231,20 @@ def test_shortcut_rate_on_the_lab_test_set(demo_run, tmp_path):
         ]
         (run / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
         assert shortcut_rate(run, records_file, annotations) == expected, name
+
+
+def test_base_model_command_measures_a_demo_runs_base_on_a_validation_split(demo_run, capsys):
+    out = demo_run  # a demo folder: its warm-start set and base model are reused, not rebuilt
+    argv = [a for a in MICRO if a not in ("--preset", "gpu")]
+    stamp = (out / "models" / "warm-start" / "final" / "model.safetensors").stat().st_mtime_ns
+    assert main(["lab", "base-model", "--preset", "gpu", *argv, "--out", str(out)]) == 0
+    assert (out / "models" / "warm-start" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert re.search(
+        r"base model: tiny Qwen2.5-VL \+ supervised warm start: done\s+earlier", capsys.readouterr().err
+    )
+    result = json.loads((out / "base_model.json").read_text())
+    assert set(result["validation"]) == {"seen", "observational", "inferential", "overall"}
+    assert set(result["targets"]) == {"seen", "observational", "inferential"}
+    metrics = json.loads((out / "eval" / "base-val" / "metrics.json").read_text())
+    assert set(metrics["benchmarks"]) == {"lab_val", "lab_val_seen"}
+    assert {"data-val", "eval-base-val"} <= set(json.loads((out / "phases.json").read_text()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import av
@@ -90,8 +91,8 @@ def big_sets(tmp_path_factory) -> dict[float, Path]:
     sets = {}
     for ratio, seed in ((0.74, 3), (0.3, 4)):
         out = tmp_path_factory.mktemp(f"lab{ratio}")
-        generate_lab(out, LabConfig(scenes=320, observational_ratio=ratio, seed=seed, videos=False))
-        _touch_videos(out, range(320))
+        generate_lab(out, LabConfig(scenes=360, observational_ratio=ratio, seed=seed, videos=False))
+        _touch_videos(out, range(360))
         sets[ratio] = out
     return sets
 
@@ -111,7 +112,7 @@ def test_converter_share_matches_the_requested_ratio_under_both_rules(big_sets, 
 def test_schema_and_answers_from_resimulation(big_sets):
     out, config = big_sets[0.74], LabConfig()
     entries = json.loads((out / "questions.json").read_text())
-    assert _check_questions(entries, list(range(320))) >= 500
+    assert _check_questions(entries, list(range(360))) >= 500
     lost = new = 0
     for entry in entries:
         a = json.loads((out / "annotations" / f"annotation_{entry['scene_index']:05d}.json").read_text())
@@ -231,3 +232,123 @@ def test_split_by_scene(tmp_path):
     assert main(["lab", "split", "--questions", str(questions), "--test-fraction", "0.3"]) == 0
     written = json.loads((tmp_path / "questions_test.json").read_text())
     assert written == test and json.loads((tmp_path / "questions_train.json").read_text()) == train
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {f.relative_to(folder): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_generate_from_a_sets_lab_json_keeps_its_world_and_takes_the_options_given(tmp_path, capsys):
+    first = tmp_path / "first"
+    argv = ["lab", "generate", "--out", str(first), "--scenes", "4", "--seed", "7", "--frames", "12"]
+    assert (
+        main(
+            [
+                *argv,
+                "--size",
+                "56x56",
+                "--fps",
+                "6",
+                "--no-contact-marks",
+                "--video-format",
+                "png",
+                "--observational-ratio",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    # The same settings again from the file alone: the same bytes (PNG frames included; x264 output is
+    # not byte-stable across runs).
+    again = tmp_path / "again"
+    assert main(["lab", "generate", "--config", str(first / "lab.json"), "--out", str(again)]) == 0
+    assert _files(again) == _files(first)
+    # Another set of the same world and rendering: seed, scenes and start index overridden.
+    other = tmp_path / "other"
+    argv = ["lab", "generate", "--config", str(first), "--out", str(other), "--seed", "9", "--scenes", "3"]
+    assert main([*argv, "--start-index", "500"]) == 0
+    settings, base = (json.loads((d / "lab.json").read_text()) for d in (other, first))
+    changed = {k for k in settings if settings[k] != base[k]}
+    assert changed <= {"seed", "scenes", "start_index", "questions", "observational", "seen"}
+    assert {"seed", "scenes", "start_index"} <= changed
+    assert settings["size"] == [56, 56] and settings["fps"] == 6 and settings["contact_marks"] is False
+    assert (other / "annotations" / "annotation_00502.json").is_file()
+    capsys.readouterr()
+    assert main(["lab", "generate", "--out", str(tmp_path / "none")]) == 1  # no --scenes, no --config
+    assert "--scenes" in capsys.readouterr().err
+
+
+def test_a_lab_json_from_before_the_recommended_world_means_the_old_world(tmp_path):
+    from videothinker.lab import WorldConfig, load_lab_config
+
+    settings = asdict(LabConfig(scenes=5))
+    del settings["contact_marks"], settings["world"]["distinct_colors"]
+    settings["world"].update(radius=0.55, min_objects=3, max_objects=6, lanes=[-1.9, 0.0, 1.9])
+    (tmp_path / "lab.json").write_text(json.dumps(settings))
+    config = load_lab_config(tmp_path, seed=3)
+    assert config.seed == 3 and config.contact_marks is False
+    assert config.world == WorldConfig(
+        radius=0.55, min_objects=3, max_objects=6, lanes=(-1.9, 0.0, 1.9), distinct_colors=False
+    )
+    (tmp_path / "lab.json").write_text(json.dumps({**settings, "colour": 1}))
+    with pytest.raises(ValueError, match="unknown fields colour"):
+        load_lab_config(tmp_path)
+
+
+def test_recommended_world_numbers():
+    world = LabConfig().world
+    scale = 112 / (2 * world.half_extent)  # pixels per unit at the default 112 x 112
+    assert 28 <= 2 * world.radius * scale <= 34  # an object a little more than one 28-pixel merged token
+    assert world.track_capacity == 3 and len(world.lanes) == 2
+    with pytest.raises(ValueError, match="never touch"):
+        type(world)(lanes=(-0.8, 0.8))
+    with pytest.raises(ValueError, match="distinct colours"):
+        type(world)(max_objects=6, colors=("red", "green", "blue", "yellow", "cyan"))
+
+
+def test_scenes_have_distinct_colours_and_questions_name_objects_by_colour(big_sets):
+    entries = json.loads((big_sets[0.74] / "questions.json").read_text())
+    for entry in entries[:60]:
+        a = json.loads(
+            (big_sets[0.74] / "annotations" / f"annotation_{entry['scene_index']:05d}.json").read_text()
+        )
+        colours = [p["color"] for p in a["object_property"]]
+        assert len(set(colours)) == len(colours) and 4 <= len(colours) <= 5
+        for q in entry["questions"]:
+            assert re.search(r"the (red|green|blue|yellow|cyan|purple) object", q["question"]), q["question"]
+            for c in q["choices"]:
+                assert all(d.endswith(" object") for d in parse_choice(c["choice"]))
+
+
+def test_perception_probes_list_every_collision_and_convert_to_kind_seen(big_sets):
+    out = big_sets[0.74]
+    probes = json.loads((out / "seen.json").read_text())
+    assert len(probes) >= 250  # one per scene with a collision
+    exact = 0
+    for entry in probes:
+        (q,) = entry["questions"]
+        assert q["question_type"] == "descriptive" and 3 <= len(q["choices"]) <= 4
+        a = json.loads((out / "annotations" / f"annotation_{entry['scene_index']:05d}.json").read_text())
+        objects = {p["object_id"]: p for p in a["object_property"]}
+        factual = {frozenset(c["object_ids"]) for c in a["collision"]}
+        listed = [frozenset(resolve(d, objects) for d in parse_choice(c["choice"])) for c in q["choices"]]
+        assert [c["answer"] == "correct" for c in q["choices"]] == [p in factual for p in listed]
+        exact += factual <= set(listed)  # every collision of the clip is listed
+    assert exact / len(probes) >= 0.97
+    records, report = convert(out / "seen.json", out / "annotations", out / "videos", out / "seen.jsonl")
+    assert report.kept == {"seen": len(probes)} and {r["question_kind"] for r in records} == {"seen"}
+    assert load_records_from(records)[0].question_kind == "seen"
+    # A probe whose answer disagrees with the annotation is an error, not a silent record.
+    bad = json.loads(json.dumps(probes[:1]))
+    first = bad[0]["questions"][0]["choices"][0]
+    first["answer"] = "wrong" if first["answer"] == "correct" else "correct"
+    if any(c["answer"] == "correct" for c in bad[0]["questions"][0]["choices"]):
+        (out / "bad_seen.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="disagrees"):
+            convert(out / "bad_seen.json", out / "annotations", out / "videos", out / "bad.jsonl")
+
+
+def load_records_from(raw: list[dict]):
+    from videothinker.data.records import parse_record
+
+    return [parse_record(r, source="mem", index=i) for i, r in enumerate(raw)]

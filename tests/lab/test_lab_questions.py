@@ -19,6 +19,7 @@ from videothinker.lab.questions import (
     Question,
     candidate_question,
     minimal_description,
+    seen_question,
     select_questions,
 )
 from videothinker.lab.scene import ObjectSpec
@@ -151,3 +152,29 @@ def test_selection_caps_questions_whose_every_choice_is_correct():
     selected = [q for s in select_questions(candidates, 1.0, 2) for q in s]
     assert len(selected) == 200
     assert sum(q.all_correct for q in selected) == 20
+
+
+DISTINCT = [
+    ObjectSpec(0, "red", "rubber", "cube"),
+    ObjectSpec(1, "blue", "metal", "sphere"),
+    ObjectSpec(2, "green", "rubber", "cylinder"),
+    ObjectSpec(3, "yellow", "metal", "cube"),
+]
+
+
+def test_seen_question_lists_every_collision_and_answers_with_them():
+    # A chain red -> blue -> green; yellow rests. 6 pairs: 2 collide, so 3 choices: both and one other.
+    factual = _pairs((0, 1), (1, 2))
+    for seed in range(20):
+        probe = seen_question(9, DISTINCT, factual, np.random.default_rng(seed), by_color=True)
+        listed = {c.pair: c.correct for c in probe.choices}
+        assert len(listed) == 3 and {p for p, ok in listed.items() if ok} == {(0, 1), (1, 2)}
+        for c in probe.choices:
+            assert all(d.endswith(" object") for d in parse_choice(c.text))  # by colour alone
+        entry = probe.to_json()
+        assert entry["question_type"] == "descriptive" and len(entry["choices"]) == 3
+    # Nothing collides: no probe (it would have no correct choice).
+    assert seen_question(9, DISTINCT, set(), np.random.default_rng(0)) is None
+    # Colour descriptions need distinct colours.
+    with pytest.raises(ValueError, match="shares its colour"):
+        minimal_description(OBJECTS[0], OBJECTS, np.random.default_rng(0), by_color=True)

@@ -56,13 +56,18 @@ def test_colours_shapes_and_materials_are_recoverable_from_the_decoded_frames(la
         for frame_id in (0, 8):
             objects = annotation["motion_trajectory"][frame_id]["objects"]
             xy = np.array([o["location"][:2] for o in objects])
+            # objects that carry a contact mark by this frame (test_contact_marks checks those)
+            marked = {
+                i for c in annotation["collision"] if c["frame_id"] <= frame_id + 1 for i in c["object_ids"]
+            }
             for k, obj in enumerate(objects):
                 others = np.delete(xy, k, axis=0)
                 if (
                     max(abs(xy[k])) > 3.0 - config.world.radius
-                    or np.linalg.norm(others - xy[k], axis=1).min() < 1.5
+                    or np.linalg.norm(others - xy[k], axis=1).min() < 2 * config.world.radius + 0.3
+                    or obj["object_id"] in marked
                 ):
-                    continue  # partly out of view, or touching a neighbour
+                    continue  # partly out of view, touching a neighbour, or marked
                 truth = props[obj["object_id"]]
                 found = _read_object(frames[frame_id], view.to_pixels(xy[k]), radius_px)
                 assert found == (truth["color"], truth["shape"], truth["material"]), (index, frame_id, obj)
@@ -73,3 +78,35 @@ def test_colours_shapes_and_materials_are_recoverable_from_the_decoded_frames(la
     assert {s for _, s, _ in seen} == {"cube", "sphere", "cylinder"}
     assert {m for _, _, m in seen} == {"metal", "rubber"}
     assert len({c for c, _, _ in seen}) >= 5
+
+
+def test_contact_marks_show_every_collision_in_the_last_frame(lab):
+    """A collision leaves a dot of the partner's colour on each object: in the clip's last frame (which
+    frame sampling always keeps), every object still in view shows the colour of each object it hit."""
+    view, config = View(112, 112, 3.0), LabConfig()
+    radius_px = config.world.radius * view.scale
+    checked = 0
+    for index in range(8):
+        annotation = json.loads((lab / "annotations" / f"annotation_{index:05d}.json").read_text())
+        last = _decode(lab / "videos" / f"video_{index:05d}.mp4")[-1].astype(int)
+        props = {o["object_id"]: o for o in annotation["object_property"]}
+        where = {o["object_id"]: o["location"][:2] for o in annotation["motion_trajectory"][-1]["objects"]}
+        partners = {i: set() for i in props}
+        for c in annotation["collision"]:
+            a, b = c["object_ids"]
+            partners[a].add(b)
+            partners[b].add(a)
+        for obj, hit in partners.items():
+            if max(abs(v) for v in where[obj]) > 3.0 - config.world.radius:
+                continue  # partly out of view
+            col, row = view.to_pixels(np.array(where[obj]))
+            rows, cols = np.mgrid[: last.shape[0], : last.shape[1]]
+            inside = np.hypot(cols + 0.5 - col, rows + 0.5 - row) <= 0.85 * radius_px
+            colours = last[inside]
+            for other in props:
+                if other == obj:
+                    continue
+                near = (np.abs(colours - PALETTE[props[other]["color"]]).sum(axis=-1) < 60).sum()
+                assert (near >= 8) == (other in hit), (index, obj, other, near)
+            checked += len(hit)
+    assert checked >= 6

@@ -73,6 +73,17 @@ def test_reasoning_target_by_hand():
     assert choice_facts(observational, annotation).shortcut_answer == "A" == observational.solution
     assert choice_facts(middle, annotation).shortcut_answer == ""  # nothing listed is seen
     assert choice_facts(will_not, annotation).shortcut_answer == "B,C"  # "not happen": the unseen ones
+    # A perception probe removes nothing: its answer is the "Seen" list.
+    probe = parse_record(
+        {
+            "problem": "Which of the following collisions happen in the video?",
+            "options": ["A. The red cube collides with the sphere", *options[1:]],
+            "solution": "A",
+            "scene_index": 0,
+            "question_kind": "seen",
+        }
+    )
+    assert reasoning_target(probe, annotation) == "<think>Seen: A.</think><answer>A</answer>"
 
 
 def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     clevrer.add_argument(
         "--kind",
-        choices=("observational", "inferential", "all"),
+        choices=("observational", "inferential", "seen", "all"),
         default="all",
         help="keep only questions of this kind (default all)",
     )

@@ -16,6 +16,11 @@ Each question is labelled by one of two rules:
 - ``object``: observational iff the removed object takes part in no annotated collision (the count
   behind the paper's "74% observational").
 
+The causal lab's perception probes (``seen.json``: question_type "descriptive" with choices, "Which of
+the following collisions happen in the video?") convert the same way into records labelled
+question_kind "seen", their answers checked against the annotation's collisions; the official
+descriptive questions, which have no choices, are ignored like the other types.
+
 Questions with no correct choice are dropped and counted. A description that matches no object or
 several, an unreadable choice, a missing annotation or video raise `ClevrerError` naming the scene
 and question, or, with ``skip_invalid``, are skipped and counted.
@@ -35,7 +40,7 @@ COLORS = ("gray", "red", "blue", "green", "brown", "yellow", "cyan", "purple")
 MATERIALS = ("metal", "rubber")
 SHAPES = ("cube", "sphere", "cylinder")
 RULES = ("answer", "object")
-KINDS = ("observational", "inferential", "all")
+KINDS = ("observational", "inferential", "seen", "all")
 _ATTRIBUTE = {
     **dict.fromkeys(COLORS, "color"),
     **dict.fromkeys(MATERIALS, "material"),
@@ -227,9 +232,11 @@ class ConversionReport:
     def lines(self) -> list[str]:
         total = self.total
         out = [
-            f"{self.counterfactual} counterfactual questions read ({self.other_types} of other types ignored)"
+            f"{self.counterfactual} counterfactual questions or lab probes read ({self.other_types} of other types ignored)"
         ]
-        for kind in ("observational", "inferential"):
+        for kind in ("observational", "inferential", "seen"):
+            if kind == "seen" and not self.kept[kind]:
+                continue
             share = f" ({100 * self.kept[kind] / total:.1f}%)" if total else ""
             out.append(f"  {kind}: {self.kept[kind]}{share}")
         out.append(f"  records written: {total}")
@@ -257,6 +264,12 @@ def _label(
             ans == ((pair in annotation.collisions) != negated) for pair, ans in zip(pairs, answers)
         )
     return "observational" if observational else "inferential"
+
+
+def is_seen_probe(question: dict) -> bool:
+    """Whether a questions-file entry is one of the causal lab's perception probes: a "descriptive"
+    question with choices (the official descriptive questions have none)."""
+    return question.get("question_type") == "descriptive" and bool(question.get("choices"))
 
 
 def question_record(
@@ -288,16 +301,20 @@ def question_record(
         raise fail("every choice needs 'choice' and 'answer'", "bad question") from None
     if not any(answers):
         return None
-    try:
-        removed_text, negated = parse_question(text)
-    except ValueError as exc:
-        raise fail(str(exc), "unreadable question") from None
-    try:
-        removed = resolve(removed_text, annotation.objects)
-    except ValueError as exc:
-        raise fail(f"removed object: {exc}", "unresolved description") from None
+    probe = is_seen_probe(question)
+    if probe:
+        removed, negated = None, False
+    else:
+        try:
+            removed_text, negated = parse_question(text)
+        except ValueError as exc:
+            raise fail(str(exc), "unreadable question") from None
+        try:
+            removed = resolve(removed_text, annotation.objects)
+        except ValueError as exc:
+            raise fail(f"removed object: {exc}", "unresolved description") from None
     pairs = []
-    if rule == "answer":
+    if rule == "answer" or probe:
         for choice_id, choice in enumerate(texts):
             try:
                 descriptions = parse_choice(choice)
@@ -310,6 +327,18 @@ def question_record(
             if a == b:
                 raise fail(f"choice {choice_id}: {choice!r} names the same object twice", "unreadable choice")
             pairs.append(frozenset((a, b)))
+    if probe:
+        wrong = [
+            k for k, (pair, ans) in enumerate(zip(pairs, answers)) if ans != (pair in annotation.collisions)
+        ]
+        if wrong:
+            raise fail(
+                f"choice {wrong[0]}: the probe's answer disagrees with the annotation's collisions",
+                "bad question",
+            )
+        kind = "seen"
+    else:
+        kind = _label(removed, pairs, answers, negated, annotation, rule)
     letters = [chr(ord("A") + i) for i in range(len(texts))]
     options = [f"{letter}. {choice}" for letter, choice in zip(letters, texts)]
     solution = ",".join(letter for letter, ans in zip(letters, answers) if ans)
@@ -323,7 +352,7 @@ def question_record(
         "problem_type": "multiple choice",
         "scene_index": scene_index,
         "question_id": qid,
-        "question_kind": _label(removed, pairs, answers, negated, annotation, rule),
+        "question_kind": kind,
     }
     if frame_fps is not None:
         record["fps"] = frame_fps
@@ -373,7 +402,11 @@ def convert(
     for position, scene in enumerate(scenes):
         if not isinstance(scene, dict):
             raise ClevrerError(f"{questions}: scene entry {position} is not an object")
-        counterfactual = [q for q in scene.get("questions", []) if q.get("question_type") == "counterfactual"]
+        counterfactual = [
+            q
+            for q in scene.get("questions", [])
+            if q.get("question_type") == "counterfactual" or is_seen_probe(q)
+        ]
         report.counterfactual += len(counterfactual)
         report.other_types += len(scene.get("questions", [])) - len(counterfactual)
         if not counterfactual:

@@ -47,7 +47,9 @@ _PROBLEM_TYPE_ALIASES = {
     "open-ended": FREE_FORM,
 }
 DATA_TYPES = ("video", "image", "frame")
-QUESTION_KINDS = ("observational", "inferential")
+# observational / inferential: counterfactual questions (docs/DATA.md); seen: the causal lab's perception
+# probes, "which of these collisions does the video show?" (docs/LAB.md).
+QUESTION_KINDS = ("observational", "inferential", "seen")
 
 # An option line inside a problem: "A. text", "(B) text", "C) text", "D: text".
 _OPTION_LINE_RE = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.+?)\s*$")

@@ -27,7 +27,15 @@ from videothinker.demo.report import (
     shortcut_rate,
 )
 
-GROUPS = (*KINDS, "overall")
+GROUPS = (*KINDS, "overall", "seen")  # seen: the perception probes (collisions read exactly)
+# The lab's goals for the paper's direction (issue 14), in points: (text, a, b, group, threshold):
+# holds when a - b >= threshold (GRPO's loss is base - GRPO >= 5; observational: |CDPO - GRPO| <= 2).
+GOALS = (
+    ("GRPO inferential <= base - 5", "base", "grpo", "inferential", 5.0),
+    ("CDPO inferential >= GRPO + 10", "cdpo", "grpo", "inferential", 10.0),
+    ("CDPO overall >= GRPO + 5", "cdpo", "grpo", "overall", 5.0),
+    ("CDPO observational within 2 points of GRPO", "cdpo", "grpo", "observational", None),
+)
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -197,6 +205,20 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
             f"(per seed: {', '.join(f'{100 * v:+.1f}' for v in values)})"
         )
 
+    goal_lines = []
+    for text, a, b, group, threshold in GOALS:
+        values = [
+            100 * ((accuracy(metrics[s][a], group) or 0.0) - (accuracy(metrics[s][b], group) or 0.0))
+            for s in seeds
+        ]
+        holds = sum(abs(v) <= 2.0 if threshold is None else v >= threshold for v in values)
+        mean = statistics.fmean(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        goal_lines.append(
+            f"- {text}: {NAMES[a]} - {NAMES[b]} ({group}) = {mean:+.1f} ± {spread:.1f} points; holds in {holds} of "
+            f"{len(seeds)} seeds (per seed: {', '.join(f'{v:+.1f}' for v in values)})"
+        )
+
     figures = []
     series = {
         NAMES[n]: [statistics.fmean([accuracy(metrics[s][n], g) or 0.0 for s in seeds]) for g in GROUPS]
@@ -213,7 +235,7 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
     if training_curves(out / "training_curves.png", logs):
         figures.append("![training curves, mean over seeds](training_curves.png)")
 
-    n_test = {s: metrics[s]["base"]["overall"]["scored"] for s in seeds}
+    n_test = {s: metrics[s]["base"]["overall"]["scored"] for s in seeds}  # questions and probes
     text = [
         f"# videothinker demo: preset `{preset_name}`, {len(seeds)} seeds",
         "",
@@ -231,6 +253,10 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
         "## The paper's claims over seeds",
         "",
         *claim_lines,
+        "",
+        "## The lab's goals (the paper's direction, in points of accuracy)",
+        "",
+        *goal_lines,
         "",
         *(line for f in figures for line in (f, "")),
         "## Per seed",

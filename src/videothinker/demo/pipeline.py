@@ -38,7 +38,9 @@ SPLITS = {  # name -> (scene index of the first scene, seed offset): disjoint sc
     "warm": (20000, 2000),
     "train": (0, 0),
     "test": (10000, 1000),
+    "val": (30000, 3000),  # the validation split: for choosing settings (`lab base-model`), never test
 }
+DEMO_SPLITS = ("warm", "train", "test")
 
 
 @dataclass
@@ -53,6 +55,10 @@ class DemoPaths:
     def records(self, split: str) -> Path:
         """Records of a lab set; the test file's stem names the benchmark in reports (lab_test)."""
         return self.lab(split) / f"lab_{split}.jsonl"
+
+    def seen_records(self, split: str) -> Path:
+        """Records of a lab set's perception probes (question_kind seen; benchmark lab_<split>_seen)."""
+        return self.lab(split) / f"lab_{split}_seen.jsonl"
 
     @property
     def tiny(self) -> Path:
@@ -151,18 +157,24 @@ def check_settings(root: Path, settings: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ phases
 
 
-def make_data(paths: DemoPaths, preset: DemoPreset, seed: int) -> dict[str, dict[str, int]]:
-    """Generate the three lab sets and convert each to records (the answer rule labels the kind)."""
+def make_data(
+    paths: DemoPaths, preset: DemoPreset, seed: int, splits: tuple[str, ...] = DEMO_SPLITS
+) -> dict[str, dict[str, int]]:
+    """Generate the lab sets and convert each to records (the answer rule labels the kind), and its
+    perception probes to records of kind seen."""
     from videothinker.data.clevrer import convert, write_records
-    from videothinker.lab import LabConfig, generate_lab
+    from videothinker.lab import LabConfig, WorldConfig, generate_lab
 
+    world = WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in preset.world.items()})
     shares = {
         "warm": (preset.warm_scenes, preset.warm_observational),
         "train": (preset.train_scenes, preset.train_observational),
         "test": (preset.test_scenes, preset.test_observational),
+        "val": (preset.test_scenes, preset.test_observational),
     }
     counts = {}
-    for split, (scenes, share) in shares.items():
+    for split in splits:
+        scenes, share = shares[split]
         start, offset = SPLITS[split]
         config = LabConfig(
             scenes=scenes,
@@ -173,21 +185,34 @@ def make_data(paths: DemoPaths, preset: DemoPreset, seed: int) -> dict[str, dict
             size=tuple(preset.lab_size),
             start_index=start,
             video_format=preset.video_format,
+            contact_marks=preset.contact_marks,
             workers=preset.lab_workers,
+            world=world,
         )
         lab = paths.lab(split)
         generate_lab(lab, config)
+        frame_fps = float(preset.fps) if preset.video_format == "png" else None
         records, report = convert(
             lab / "questions.json",
             lab / "annotations",
             lab / "videos",
             paths.records(split),
-            frame_fps=float(preset.fps) if preset.video_format == "png" else None,
+            frame_fps=frame_fps,
         )
         write_records(records, paths.records(split))
-        counts[split] = dict(report.kept)
+        probes, probe_report = convert(
+            lab / "seen.json",
+            lab / "annotations",
+            lab / "videos",
+            paths.seen_records(split),
+            frame_fps=frame_fps,
+        )
+        write_records(probes, paths.seen_records(split))
+        counts[split] = {**report.kept, **probe_report.kept}
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kept.items()))
-        print0(f"  {split}: {scenes} scenes, {report.total} questions ({kinds})")
+        print0(
+            f"  {split}: {scenes} scenes, {report.total} questions ({kinds}), {probe_report.total} perception probes"
+        )
     return counts
 
 
@@ -198,7 +223,8 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
     from videothinker.lab.warmstart import WarmStartConfig, reasoning_targets, warm_start
     from videothinker.models.tiny import build_tiny_model
 
-    records = load_records(paths.records("warm"))
+    # Counterfactual questions of both kinds and the perception probes of the warm-start set.
+    records = load_records(paths.records("warm")) + load_records(paths.seen_records("warm"))
     targets = reasoning_targets(records, paths.lab("warm") / "annotations")
     corpus = paths.warm_start / "corpus.txt"  # the warm-start questions and targets, never test data
     corpus.parent.mkdir(parents=True, exist_ok=True)
@@ -251,8 +277,11 @@ def train_stage(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> 
     Trainer(config, resume="auto").train()
 
 
-def evaluate_model(paths: DemoPaths, preset: DemoPreset, name: str, device: str) -> dict[str, Any]:
-    """Greedy evaluation of one model on the test set (resumes from its predictions)."""
+def evaluate_model(
+    paths: DemoPaths, preset: DemoPreset, name: str, device: str, split: str = "test"
+) -> dict[str, Any]:
+    """Greedy evaluation of one model on a held-out set's questions and perception probes (resumes from
+    its predictions), into DIR/eval/<name> (split test) or DIR/eval/<name>-<split>."""
     from videothinker.config import VideoConfig
     from videothinker.eval.benchmarks import load_benchmarks
     from videothinker.eval.generation import ModelGenerator
@@ -265,10 +294,10 @@ def evaluate_model(paths: DemoPaths, preset: DemoPreset, name: str, device: str)
         max_new_tokens=preset.max_new_tokens,
         video=VideoConfig(**preset.video),
     )
-    benchmarks = load_benchmarks([paths.records("test")])
+    benchmarks = load_benchmarks([paths.records(split), paths.seen_records(split)])
     return evaluate(
         benchmarks,
-        paths.eval(name),
+        paths.eval(name if split == "test" else f"{name}-{split}"),
         settings,
         lambda: ModelGenerator(model, device=device, max_new_tokens=preset.max_new_tokens),
     )

@@ -4,7 +4,22 @@ Objects slide on parallel tracks and hit each other in chains; questions ask wha
 object is removed. See docs/LAB.md for the world, its rules and the files it writes.
 """
 
-from videothinker.lab.generate import LabConfig, LabSummary, generate_lab, split_by_scene, write_split
+from videothinker.lab.generate import (
+    LabConfig,
+    LabSummary,
+    generate_lab,
+    load_lab_config,
+    split_by_scene,
+    write_split,
+)
 from videothinker.lab.scene import WorldConfig
 
-__all__ = ["LabConfig", "LabSummary", "WorldConfig", "generate_lab", "split_by_scene", "write_split"]
+__all__ = [
+    "LabConfig",
+    "LabSummary",
+    "WorldConfig",
+    "generate_lab",
+    "load_lab_config",
+    "split_by_scene",
+    "write_split",
+]

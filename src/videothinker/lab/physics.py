@@ -35,12 +35,15 @@ class Collision:
         time: seconds from the start of the clip.
         frame_id: the frame nearest to that time.
         location: [x, y] midpoint of the two centres at contact, in world units.
+        normal: unit vector from the first object's centre toward the second's at contact (the
+            renderer's contact marks sit on each object's rim in this direction, or against it).
     """
 
     object_ids: tuple[int, int]
     time: float
     frame_id: int
     location: tuple[float, float]
+    normal: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -150,10 +153,17 @@ def simulate(
         pos += vel * dt
         t = t_event
         _resolve(pos, vel, i, j)
-        a, b = sorted((object_ids[i], object_ids[j]))
+        first, second = (i, j) if object_ids[i] < object_ids[j] else (j, i)
         mid = (pos[i] + pos[j]) / 2.0
+        normal = (pos[second] - pos[first]) / np.linalg.norm(pos[second] - pos[first])
         collisions.append(
-            Collision((a, b), t, min(n_frames - 1, round(t * fps)), (float(mid[0]), float(mid[1])))
+            Collision(
+                (object_ids[first], object_ids[second]),
+                t,
+                min(n_frames - 1, round(t * fps)),
+                (float(mid[0]), float(mid[1])),
+                (float(normal[0]), float(normal[1])),
+            )
         )
     else:
         raise RuntimeError(f"simulate: more than {_MAX_EVENTS} collisions; the scene is not physical")

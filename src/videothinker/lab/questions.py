@@ -71,8 +71,18 @@ class Description:
         return all(getattr(self, n) in (None, getattr(obj, n)) for n in ("color", "material", "shape"))
 
 
-def minimal_description(obj: ObjectSpec, objects: list[ObjectSpec], rng: np.random.Generator) -> Description:
-    """A shortest description that matches ``obj`` and no other object (one of the shortest, at random)."""
+def minimal_description(
+    obj: ObjectSpec, objects: list[ObjectSpec], rng: np.random.Generator, by_color: bool = False
+) -> Description:
+    """A shortest description that matches ``obj`` and no other object (one of the shortest, at random).
+    With ``by_color`` (scenes whose objects all differ in colour): the colour alone, "the red object"."""
+    if by_color:
+        desc = Description(color=obj.color)
+        if sum(desc.matches(o) for o in objects) != 1:
+            raise ValueError(
+                f"object {obj.object_id} shares its colour {obj.color}: cannot describe it by colour"
+            )
+        return desc
     for size in (1, 2, 3):
         options = []
         for subset in (s for s in _SUBSETS if len(s) == size):
@@ -133,6 +143,25 @@ class Question:
         }
 
 
+def _choice(
+    pair: frozenset[int], desc: dict[int, Description], rng: np.random.Generator, correct: bool, changed: bool
+) -> Choice:
+    """A listed collision in one of CLEVRER's phrasings, with its program."""
+    a, b = (int(i) for i in rng.permutation(sorted(pair)))
+    template = _CHOICE_TEMPLATES[int(rng.integers(len(_CHOICE_TEMPLATES)))]
+    program = [
+        "all_events",
+        *desc[a].program(),
+        "filter_collision",
+        *desc[b].program(),
+        "filter_collision",
+        "unique",
+    ]
+    return Choice(
+        (min(a, b), max(a, b)), template.format(a=desc[a].words, b=desc[b].words), program, correct, changed
+    )
+
+
 def _pick_choices(
     rng: np.random.Generator,
     pairs: list[frozenset[int]],
@@ -166,12 +195,14 @@ def candidate_question(
     factual: set[frozenset[int]],
     counterfactual: set[frozenset[int]],
     rng: np.random.Generator,
+    by_color: bool = False,
 ) -> Question | None:
     """The candidate question that removes object ``removed``, or None when none can be asked.
 
     Args:
         factual: pairs that collide in the video.
         counterfactual: pairs that collide when the scene is simulated without ``removed``.
+        by_color: name objects by colour alone (`minimal_description`).
     """
     others = [o.object_id for o in objects if o.object_id != removed]
     pairs = [frozenset(p) for p in combinations(others, 2)]
@@ -196,28 +227,17 @@ def candidate_question(
     else:
         return None
 
-    desc = {o.object_id: minimal_description(o, objects, rng) for o in objects}
-    choices = []
-    for pair in chosen:
-        a, b = (int(i) for i in rng.permutation(sorted(pair)))
-        template = _CHOICE_TEMPLATES[int(rng.integers(len(_CHOICE_TEMPLATES)))]
-        program = [
-            "all_events",
-            *desc[a].program(),
-            "filter_collision",
-            *desc[b].program(),
-            "filter_collision",
-            "unique",
-        ]
-        choices.append(
-            Choice(
-                (min(a, b), max(a, b)),
-                template.format(a=desc[a].words, b=desc[b].words),
-                program,
-                correct=(pair in counterfactual) != negated,
-                changed=(pair in factual) != (pair in counterfactual),
-            )
+    desc = {o.object_id: minimal_description(o, objects, rng, by_color) for o in objects}
+    choices = [
+        _choice(
+            pair,
+            desc,
+            rng,
+            correct=(pair in counterfactual) != negated,
+            changed=(pair in factual) != (pair in counterfactual),
         )
+        for pair in chosen
+    ]
     templates = _QUESTION_TEMPLATES[negated]
     text = templates[int(rng.integers(len(templates)))].format(x="the " + desc[removed].words)
     program = ["all_events", *desc[removed].program(), "get_counterfact", "belong_to"] + (
@@ -272,3 +292,56 @@ def select_questions(
             n_total += 1
         selected.append(chosen)
     return selected
+
+
+SEEN_QUESTION = "Which of the following collisions happen in the video?"
+SEEN_TYPE = "descriptive"
+
+
+@dataclass(frozen=True)
+class SeenQuestion:
+    """The perception probe of a scene: which of the listed collisions the video shows.
+
+    It lists every pair that collides in the clip (up to ``max_choices``) and pairs that do not, so
+    answering it exactly means reading all of the clip's collisions; the correct choices are the
+    collisions the video shows. It is written to ``seen.json`` (question_type "descriptive", with
+    choices), never to the counterfactual questions, and the converter labels its record
+    question_kind "seen" (`videothinker.data.clevrer`).
+    """
+
+    scene_index: int
+    choices: list[Choice]
+
+    def to_json(self, question_id: int = 0) -> dict:
+        return {
+            "question_id": question_id,
+            "question": SEEN_QUESTION,
+            "question_type": SEEN_TYPE,
+            "program": ["all_events", "filter_collision", "belong_to"],
+            "choices": [c.to_json(i) for i, c in enumerate(self.choices)],
+        }
+
+
+def seen_question(
+    scene_index: int,
+    objects: list[ObjectSpec],
+    factual: set[frozenset[int]],
+    rng: np.random.Generator,
+    by_color: bool = False,
+    max_choices: int = 4,
+) -> SeenQuestion | None:
+    """The perception probe of a scene (see `SeenQuestion`), or None when nothing collides (a question
+    with no correct choice) or the scene has fewer than 3 pairs."""
+    pairs = [frozenset(p) for p in combinations([o.object_id for o in objects], 2)]
+    seen = [p for p in pairs if p in factual]
+    unseen = [p for p in pairs if p not in factual]
+    if not seen or len(pairs) < 3:
+        return None
+    count = min(len(pairs), max(3, min(max_choices, len(seen) + 1)))
+    chosen = [seen[int(i)] for i in rng.permutation(len(seen))[:count]]
+    chosen += [unseen[int(i)] for i in rng.permutation(len(unseen))[: count - len(chosen)]]
+    chosen = [chosen[int(i)] for i in rng.permutation(len(chosen))]
+    desc = {o.object_id: minimal_description(o, objects, rng, by_color) for o in objects}
+    return SeenQuestion(
+        scene_index, [_choice(p, desc, rng, correct=p in factual, changed=False) for p in chosen]
+    )

@@ -6,10 +6,17 @@ Each attribute has one visual cue that survives small frames and H.264 compressi
 - shape: cube = filled square, sphere = filled disc, cylinder = disc with a dark ring inside (the
   coloured share of the bounding box is about 1.0, 0.79 and 0.57);
 - material: metal = a white specular highlight and a light rim; rubber = matte, no highlight.
+
+A collision can also leave a *contact mark* (`contact_marks`): from the first frame at or after the
+contact on, each of the two objects carries a dot of the other's colour on its rim where they touched,
+as if paint rubbed off. Marks stay to the end of the clip, so every collision of the clip is visible in
+its last frame, which frame sampling always keeps, however few frames it takes.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +39,8 @@ CUBE_HALF_SIDE = 0.88
 RING = (0.4, 0.76)  # inner and outer radius of the cylinder's dark ring
 HIGHLIGHT_RADIUS = 0.24
 HIGHLIGHT_OFFSET = 0.3
+MARK_RADIUS = 0.3  # a contact mark: a dot of the partner's colour, this radius
+MARK_OFFSET = 0.6  # centred this far from the object's centre, toward the contact point
 
 
 @dataclass(frozen=True)
@@ -85,8 +94,55 @@ def _draw(frame: np.ndarray, spec: ObjectSpec, center: np.ndarray, radius_px: fl
         patch[spot & body] = HIGHLIGHT
 
 
-def render_frames(objects: list[ObjectSpec], positions: np.ndarray, view: View, radius: float) -> np.ndarray:
-    """Render a clip: ``positions`` [F, N, 2] world centres -> uint8 frames [F, H, W, 3].
+@dataclass(frozen=True)
+class ContactMark:
+    """A dot of ``color`` on object ``object_id``'s rim, toward ``direction`` (a world unit vector),
+    drawn from frame ``first_frame`` on."""
+
+    object_id: int
+    first_frame: int
+    direction: tuple[float, float]
+    color: str
+
+
+def contact_marks(objects: list[ObjectSpec], collisions: Iterable, fps: float) -> list[ContactMark]:
+    """The marks that ``collisions`` (`videothinker.lab.physics.Collision`) leave: one on each object,
+    in the other's colour, from the first frame at or after the contact."""
+    colors = {o.object_id: o.color for o in objects}
+    marks = []
+    for c in collisions:
+        a, b = c.object_ids
+        first = math.ceil(c.time * fps - 1e-9)
+        nx, ny = c.normal
+        marks.append(ContactMark(a, first, (nx, ny), colors[b]))
+        marks.append(ContactMark(b, first, (-nx, -ny), colors[a]))
+    return marks
+
+
+def _draw_mark(frame: np.ndarray, center: np.ndarray, radius_px: float, mark: ContactMark) -> None:
+    """Draw ``mark`` on the object at pixel ``center`` (column, row); world y is up, rows go down."""
+    spot = center + MARK_OFFSET * radius_px * np.array([mark.direction[0], -mark.direction[1]])
+    r = MARK_RADIUS * radius_px
+    c0, r0 = max(int(np.floor(spot[0] - r)), 0), max(int(np.floor(spot[1] - r)), 0)
+    c1, r1 = (
+        min(int(np.ceil(spot[0] + r)) + 1, frame.shape[1]),
+        min(int(np.ceil(spot[1] + r)) + 1, frame.shape[0]),
+    )
+    if c0 >= c1 or r0 >= r1:
+        return
+    dx, dy = np.meshgrid(np.arange(c0, c1) + 0.5 - spot[0], np.arange(r0, r1) + 0.5 - spot[1])
+    frame[r0:r1, c0:c1][np.hypot(dx, dy) <= r] = PALETTE[mark.color]
+
+
+def render_frames(
+    objects: list[ObjectSpec],
+    positions: np.ndarray,
+    view: View,
+    radius: float,
+    marks: list[ContactMark] = (),
+) -> np.ndarray:
+    """Render a clip: ``positions`` [F, N, 2] world centres -> uint8 frames [F, H, W, 3], with the
+    contact ``marks`` (`contact_marks`) drawn over the objects from their first frame on.
 
     Objects are drawn in id order; they never overlap (they only touch), so the order does not matter.
     """
@@ -98,4 +154,7 @@ def render_frames(objects: list[ObjectSpec], positions: np.ndarray, view: View, 
     for f in range(positions.shape[0]):
         for spec in objects:
             _draw(frames[f], spec, pixels[f, spec.object_id], radius_px)
+        for mark in marks:
+            if mark.first_frame <= f:
+                _draw_mark(frames[f], pixels[f, mark.object_id], radius_px, mark)
     return frames

@@ -66,9 +66,13 @@ class ChoiceFacts:
 
 def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
     """The `ChoiceFacts` of a lab (or CLEVRER) counterfactual record written by
-    `videothinker.data.clevrer` (question text + lettered choices), with its scene's annotation."""
-    removed_text, negated = parse_question(record.problem)
-    removed = resolve(removed_text, annotation.objects)
+    `videothinker.data.clevrer` (question text + lettered choices), with its scene's annotation. A
+    perception probe (question_kind "seen") removes nothing: what happens is what the video shows."""
+    if record.question_kind == "seen":
+        removed, negated = None, False
+    else:
+        removed_text, negated = parse_question(record.problem)
+        removed = resolve(removed_text, annotation.objects)
     answer = record.solution.split(",")
     seen, unseen, happens = [], [], []
     for letter, option in zip(record.letters, record.options):
@@ -85,6 +89,8 @@ def reasoning_target(record: Record, annotation: Annotation) -> str:
     """The warm-start completion of a counterfactual record: what the video shows, what happens without
     the removed object, and the answer (see the module docstring)."""
     facts = choice_facts(record, annotation)
+    if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
+        return f"<think>Seen: {_letters(facts.seen)}.</think><answer>{record.solution}</answer>"
     return (
         f"<think>Seen: {_letters(facts.seen)}. Without it: {_letters(facts.happens)}.</think>"
         f"<answer>{record.solution}</answer>"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 14's lab experiment on one H200 (docs/EXPERIMENT_GPU.md, "To run"), as two self-contained calls
+# of at most 10 minutes each (a device machine does not stay warm between calls):
+#
+#   bash scripts/experiment_gpu.sh base         # the gpu preset's base model, seed 0, measured on a validation split
+#   bash scripts/experiment_gpu.sh experiment   # base, bias, CDPO, GRPO for seeds 0 1 2 on held-out test sets
+#
+# Extra options go to the command (e.g. --set warm_steps=1200). The run goes to $WORK (default
+# /tmp/videothinker-MODE); the light results (reports, plots, metrics, predictions, logs, phase times;
+# no frames, no weights) are packed into ONE file, $OUT/MODE.tgz ($OUT brings back at most 8 files).
+# A command stopped by its guard (GUARD seconds, default 570) still packs what it finished; rerunning
+# on the same machine resumes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:?usage: experiment_gpu.sh base|experiment [options]}
+shift
+WORK=${WORK:-/tmp/videothinker-$MODE}
+RESULTS=${OUT:-runs}
+GUARD=${GUARD:-570}
+mkdir -p "$WORK" "$RESULTS"
+SECONDS=0
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$WORK/gpu.txt"
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$WORK/gpu.txt"
+case $MODE in
+  base)
+    timeout "$GUARD" env PYTHONPATH=src python -m videothinker.cli lab base-model --preset gpu --seed 0 \
+        --out "$WORK/seed-0" "$@" 2>&1 | tee "$WORK/base-model.log" ;;
+  experiment)
+    timeout "$GUARD" env PYTHONPATH=src python -m videothinker.cli demo --preset gpu --seeds 0 1 2 --jobs 3 \
+        --out "$WORK" "$@" 2>&1 | tee "$WORK/demo.log" ;;
+  *) echo "unknown mode $MODE (base or experiment)" >&2; exit 2 ;;
+esac
+echo "$MODE: exit ${PIPESTATUS[0]}, $((SECONDS / 60))m $((SECONDS % 60))s" | tee "$WORK/time.txt"
+tar -C "$WORK" -czf "$RESULTS/$MODE.tgz" --exclude='./lab' --exclude='./*/lab' --exclude='*.safetensors' \
+    --exclude='checkpoint-*' --exclude='.final.tmp' --exclude='corpus.txt' .
+ls -la "$RESULTS/$MODE.tgz"
