@@ -131,3 +131,18 @@ def test_full_state_dict_saves_a_loadable_hf_checkpoint(tiny_qwen2_5_vl_dir, mes
     expected = plain.state_dict()
     assert loaded.state_dict().keys() == expected.keys()
     assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
+
+
+def test_generate_rollout_of_a_sharded_model(tiny_qwen2_5_vl_dir, mesh):
+    """``rollout.engine=generate`` on a sharded policy: generate() with synced_gpus (every process runs
+    forwards until all are done, since each forward gathers from all of them), the same tokens."""
+    from videothinker.rl.rollout import generate_rollout
+
+    _, inputs = prompt_inputs(tiny_qwen2_5_vl_dir)
+    plain = sharp_model(tiny_qwen2_5_vl_dir)
+    sharded = shard_model(sharp_model(tiny_qwen2_5_vl_dir), mesh)
+    kwargs = dict(max_completion_length=6, eos_token_ids=[0], pad_token_id=0, do_sample=False)
+    with torch.no_grad():
+        a = generate_rollout(plain, inputs, 2, **kwargs)
+        b = generate_rollout(sharded, inputs, 2, **kwargs)
+    assert torch.equal(a.completion_ids, b.completion_ids)

@@ -1,7 +1,7 @@
 """FSDP2 training (distributed.strategy = fsdp) on CPU: torchrun, gloo, two processes, the tiny
 Qwen2.5-VL. A sharded run's per-step losses equal a one-process run's with the same global batch and
-seeds; a killed sharded run resumes to the same losses, on two processes or on one; the final model
-is a plain HF checkpoint. On one process FSDP equals the plain path (CPU here; CUDA when there is a
+seeds; a killed sharded run resumes to the same losses, on two processes (launched by torchrun or
+by ``accelerate launch``) or on one; the final model is a plain HF checkpoint. On one process FSDP equals the plain path (CPU here; CUDA when there is a
 GPU).
 
 Tolerance: loss, KL, gradient norm, rewards and completion lengths agree within a relative 1e-5
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent
 SRC = Path(videothinker.__file__).parents[1]  # the package the children must import: this one
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+ACCELERATE = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
 ACROSS_LAYOUTS, SAME_LAYOUT = 1e-5, 1e-6  # relative
 STEPS = 4
 needs_torchrun = pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
@@ -82,10 +84,17 @@ def _args(model: Path, data: Path, out: Path, *sets: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _torchrun(
-    processes: int, args: list[str], script: str | None = None, **env
-) -> subprocess.CompletedProcess:
-    launch = [TORCHRUN, "--standalone", "--nproc_per_node", str(processes)]
+def _launch(processes: int, args: list[str], script: str | None = None, *, accelerate: bool = False, **env):
+    """`videothinker` (or a test script) on ``processes`` processes, by torchrun or by ``accelerate
+    launch`` (its GPU launcher, torchrun underneath; on a CPU host the processes run on gloo)."""
+    if accelerate:
+        with socket.socket() as s:  # a free port for the main process
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launch = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
+                  "--dynamo_backend", "no", "--num_processes", str(processes), "--main_process_port", str(port)]  # fmt: skip
+    else:
+        launch = [TORCHRUN, "--standalone", "--nproc_per_node", str(processes)]
     target = [str(HERE / script)] if script else ["-m", "videothinker.cli"]
     env = {
         **os.environ,
@@ -112,7 +121,7 @@ def _assert_same_steps(a: list[dict], b: list[dict], tol: float) -> None:
 def sharded_run(tiny_qwen2_5_vl_dir, records, tmp_path_factory) -> Path:
     """Two processes, FSDP, one prompt per process and micro-batch: 2 prompts per step."""
     out = tmp_path_factory.mktemp("fsdp") / "two"
-    done = _torchrun(2, _args(tiny_qwen2_5_vl_dir, records, out, "distributed.strategy=fsdp"))
+    done = _launch(2, _args(tiny_qwen2_5_vl_dir, records, out, "distributed.strategy=fsdp"))
     assert done.returncode == 0, done.stderr[-4000:]
     return out
 
@@ -152,13 +161,13 @@ def test_sharded_run_equals_one_process_with_the_same_global_batch(
 def test_killed_sharded_run_resumes_to_the_same_losses(sharded_run, tiny_qwen2_5_vl_dir, records, tmp_path):
     killed = tmp_path / "killed"
     args = _args(tiny_qwen2_5_vl_dir, records, killed, "distributed.strategy=fsdp")
-    died = _torchrun(2, args, "train_then_die.py", DIE_AFTER_STEP="2")
+    died = _launch(2, args, "train_then_die.py", DIE_AFTER_STEP="2")
     assert died.returncode != 0  # the CLI exits 130 on both processes
     assert sorted(p.name for p in killed.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-2"]
     regrown = tmp_path / "one-process"  # the same checkpoint, resumed on one process below
     shutil.copytree(killed, regrown)
 
-    done = _torchrun(2, args)  # resumes from checkpoint-2
+    done = _launch(2, args, accelerate=True)  # resumes from checkpoint-2, launched by accelerate
     assert done.returncode == 0, done.stderr[-4000:]
     assert "resumed from" in done.stdout + done.stderr
     _assert_same_steps(_rows(sharded_run), _rows(killed), SAME_LAYOUT)
