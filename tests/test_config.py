@@ -204,6 +204,8 @@ def test_distributed_settings():
         distributed=DistributedConfig(strategy="fsdp"), model=ModelConfig(lora_r=8)
     ).problems()
     assert any("fsdp does not train LoRA adapters" in p for p in problems)
+    with pytest.raises(ValueError, match="fsdp cannot step grpo.optim = adamw_torch_8bit"):
+        load_train_config(None, [*PATHS, "distributed.strategy=fsdp", "optim=adamw_torch_8bit"])
 
 
 def test_stage_defaults():

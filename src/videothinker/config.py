@@ -422,7 +422,7 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         out = self.model.problems() + self.data.problems() + self.grpo.problems() + self.rollout.problems()
-        out += self.distributed.problems(self.model.lora_r)
+        out += self.distributed.problems(self.model.lora_r, self.grpo.optim)
         if self.stage not in STAGES:
             return out + _choice("stage", self.stage, STAGES)
         beta, kind = self.grpo.beta, self.data.question_kind

@@ -16,6 +16,8 @@ from videothinker.yaml_config import choice_problems, help_field
 
 STRATEGIES = ("replicate", "fsdp")
 REFERENCE_HOLDING = ("shard", "replicate")
+# torchao 0.18's OptimState8bit / OptimState4bit inside DTensors: the first step fails (torch 2.14, CPU)
+UNSHARDABLE_OPTIMIZERS = ("adamw_torch_8bit", "adamw_torch_4bit")
 
 
 @dataclasses.dataclass
@@ -37,9 +39,16 @@ class DistributedConfig:
         "cheaper when it fits). Ignored with strategy replicate",
     )
 
-    def problems(self, lora_r: int = 0) -> list[str]:
+    def problems(self, lora_r: int = 0, optim: str = "adamw_torch_fused") -> list[str]:
         out = choice_problems("distributed.strategy", self.strategy, STRATEGIES)
         out += choice_problems("distributed.reference", self.reference, REFERENCE_HOLDING)
+        if self.strategy == "fsdp" and optim in UNSHARDABLE_OPTIMIZERS:
+            out.append(
+                f"distributed.strategy = fsdp cannot step grpo.optim = {optim}: torchao's low-bit moment "
+                "states fail on sharded parameters (no aten.view.dtype for them under torch.compile); use "
+                "adamw_torch_fused (fp32 masters: 16 bytes a parameter, divided by the processes) or "
+                "adamw_torch_bf16_sr"
+            )
         if self.strategy == "fsdp" and lora_r > 0:
             out.append(
                 "distributed.strategy = fsdp does not train LoRA adapters (model.lora_r > 0); a LoRA "

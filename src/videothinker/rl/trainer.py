@@ -15,12 +15,10 @@ the same base (or, for grpo, the base itself) is computed by the policy's own mo
 switched (models/lora.py): one base in memory. models/policy.py builds the policy and the reference,
 however it is held; the loop only asks the reference for the model to run.
 
-Several processes (torchrun, ``accelerate launch``) each take a slice of the global batch. With
-``distributed.strategy = replicate`` each holds the whole policy and gradients are averaged by one
-explicit all-reduce; with ``fsdp`` parameters, gradients and optimizer state are sharded
-(models/sharding.py) and FSDP reduces the gradients itself. Either way a micro-batch's samples are
-drawn from a generator seeded by the position of its first prompt in the data order, so they do not
-depend on how many processes share the batch, and the logged metrics are those of the global batch.
+Several processes (torchrun, ``accelerate launch``) each take a slice of the global batch; with
+``distributed.strategy = replicate`` each holds the whole policy, with ``fsdp`` parameters,
+gradients and optimizer state are sharded (models/sharding.py). What they agree on in the loop
+(samples, gradients, branches, logged metrics): rl/processes.py.
 
 Why not TRL's GRPOTrainer: it has no video input and no way to set the reference model; the loop
 here is short enough to read top to bottom.
@@ -54,6 +52,7 @@ from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
+from videothinker.rl.processes import Collectives, all_reduce_grads, sampling_seed
 from videothinker.rl.prompt_inputs import prompt_inputs
 from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
@@ -111,29 +110,6 @@ def load_training_records(config: TrainConfig) -> list[Record]:
     return records
 
 
-def sampling_seed(seed: int, position: int) -> int:
-    """The seed of a micro-batch's sampling: the run's seed and the data position of the micro-batch's
-    first prompt (`PromptSampler.consumed` when it is taken, plus the process index), so the same
-    prompts get the same samples whether one process takes them in turn or several at once."""
-    return (seed * 1_000_003 + position) % 2**63
-
-
-def _all_reduce_grads(params: list[torch.nn.Parameter], num_processes: int) -> None:
-    """Average gradients over processes (the loop calls submodules directly, so no DDP wrapper)."""
-    if num_processes == 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= num_processes
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 @dataclass
 class MicroBatch:
     """One micro-batch of B prompts with their G completions each, scored."""
@@ -169,6 +145,7 @@ class Trainer:
             mixed_precision="bf16" if g.bf16 else "no", cpu=not torch.cuda.is_available()
         )
         self.device = self.accelerator.device
+        self.collectives = Collectives(self.accelerator)
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         set_seed(g.seed)
@@ -260,8 +237,6 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- data
     def _prompt_loader(self) -> PromptLoader:
         """Micro-batches of this process's prompts with their media decoded ahead, bad media skipped."""
-        from accelerate.utils import gather_object
-
         from videothinker.models.loading import processor_size_factor
 
         cfg, acc = self.config, self.accelerator
@@ -275,7 +250,7 @@ class Trainer:
             max_failures=cfg.data.max_decode_failures,
             num_processes=acc.num_processes,
             process_index=acc.process_index,
-            gather=lambda obj: gather_object([obj]),
+            gather=self.collectives.gather,
         )
 
     def _prompt_inputs(self, records: list[Record], visuals: list | None = None):
@@ -355,21 +330,6 @@ class Trainer:
                 model, lambda: rollout_logprobs(model, rollout, temperature=temperature, grad=grad)
             )
 
-    def _on_every_process(self, flag: bool) -> bool:
-        """True where ``flag`` holds on every process (all of them then take the same branch)."""
-        if self.accelerator.num_processes == 1:
-            return flag
-        failed = torch.tensor([0.0 if flag else 1.0], device=self.device)
-        return float(self.accelerator.reduce(failed, "sum")) == 0.0
-
-    def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Each metric averaged over processes (each holds an equal share of the global batch)."""
-        if self.accelerator.num_processes == 1 or not metrics:
-            return metrics
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
-        return dict(zip(keys, self.accelerator.reduce(values, "mean").tolist()))
-
     def _processes(self) -> Processes:
         acc = self.accelerator
         return Processes(acc.process_index, acc.num_processes, acc.wait_for_everyone, self.sharded)
@@ -398,17 +358,17 @@ class Trainer:
                 loss_type=g.loss_type,
                 max_completion_length=g.max_completion_length,
             )
-            if not self._on_every_process(bool(torch.isfinite(loss))):  # all skip, or none (collectives)
+            if not self.collectives.everywhere(bool(torch.isfinite(loss))):  # all skip, or none
                 finite = False
                 break
             self.accelerator.backward(loss / len(batches))
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
-        sums = self._mean_over_processes(sums)
+        sums = self.collectives.mean(sums)
         grad_norm = float("nan")
         if finite:
             if not self.sharded:  # FSDP reduce-scatters gradients in backward
-                _all_reduce_grads(self.params, self.accelerator.num_processes)
+                all_reduce_grads(self.params, self.accelerator.num_processes)
             norm = torch.nn.utils.clip_grad_norm_(self.params, g.max_grad_norm)
             grad_norm = float(norm.full_tensor() if is_dtensor(norm) else norm)  # the same on every process
             finite = math.isfinite(grad_norm)
@@ -436,8 +396,6 @@ class Trainer:
     def _rollout_metrics(self, batches: list[MicroBatch]) -> dict[str, float]:
         """Reward per function and per question_kind, completion length, over the step's completions
         on every process (gathered in process order: the global batch's)."""
-        from accelerate.utils import gather_object
-
         g = self.config.grpo
         G = g.num_generations
         local = {
@@ -446,7 +404,7 @@ class Trainer:
             "lengths": [float(n) for mb in batches for n in mb.rollout.completion_mask.sum(dim=1).tolist()],
             **{name: [v for mb in batches for v in mb.rewards[name]] for name in g.reward_funcs},
         }
-        parts = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
+        parts = self.collectives.gather(local)
         column = {key: [v for part in parts for v in part[key]] for key in local}
         out: dict[str, float] = {}
         total = torch.tensor(column["total"])
@@ -489,7 +447,7 @@ class Trainer:
                     skipped=result.skipped,
                     tokens_per_s=row["completion_tokens"] / step_time,
                     epoch=self.sampler.epoch,
-                    **peak_memory(self.device),
+                    **self.collectives.max(peak_memory(self.device)),  # the fullest device's
                     decode_failures=self.prompts.failures,
                 )
                 if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
