@@ -101,6 +101,7 @@ def _launch(processes: int, args: list[str], script: str | None = None, *, accel
         "PYTHONPATH": os.pathsep.join([str(HERE), str(SRC)]),
         "OMP_NUM_THREADS": "1",
         "VIDEOTHINKER_PROGRESS": "0",
+        "CUDA_VISIBLE_DEVICES": "",  # gloo on the CPU on any host, as the one-process runs here
         **env,
     }
     return subprocess.run([*launch, *target, *args], env=env, capture_output=True, text=True, timeout=900)
@@ -117,6 +118,12 @@ def _assert_same_steps(a: list[dict], b: list[dict], tol: float) -> None:
             assert rb[key] == pytest.approx(ra[key], rel=tol, abs=1e-9), (ra["step"], key)
 
 
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """This process's runs on the CPU too (the trainer takes CUDA where there is one)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 @pytest.fixture(scope="module")
 def sharded_run(tiny_qwen2_5_vl_dir, records, tmp_path_factory) -> Path:
     """Two processes, FSDP, one prompt per process and micro-batch: 2 prompts per step."""
@@ -128,7 +135,7 @@ def sharded_run(tiny_qwen2_5_vl_dir, records, tmp_path_factory) -> Path:
 
 @needs_torchrun
 def test_sharded_run_equals_one_process_with_the_same_global_batch(
-    sharded_run, tiny_qwen2_5_vl_dir, records, tmp_path
+    sharded_run, tiny_qwen2_5_vl_dir, records, tmp_path, on_cpu
 ):
     one = tmp_path / "one"  # one process, the same 2 prompts per step as two micro-batches
     assert main(_args(tiny_qwen2_5_vl_dir, records, one, "grpo.gradient_accumulation_steps=2")) == 0
@@ -158,7 +165,9 @@ def test_sharded_run_equals_one_process_with_the_same_global_batch(
 
 
 @needs_torchrun
-def test_killed_sharded_run_resumes_to_the_same_losses(sharded_run, tiny_qwen2_5_vl_dir, records, tmp_path):
+def test_killed_sharded_run_resumes_to_the_same_losses(
+    sharded_run, tiny_qwen2_5_vl_dir, records, tmp_path, on_cpu
+):
     killed = tmp_path / "killed"
     args = _args(tiny_qwen2_5_vl_dir, records, killed, "distributed.strategy=fsdp")
     died = _launch(2, args, "train_then_die.py", DIE_AFTER_STEP="2")
@@ -167,7 +176,8 @@ def test_killed_sharded_run_resumes_to_the_same_losses(sharded_run, tiny_qwen2_5
     regrown = tmp_path / "one-process"  # the same checkpoint, resumed on one process below
     shutil.copytree(killed, regrown)
 
-    done = _launch(2, args, accelerate=True)  # resumes from checkpoint-2, launched by accelerate
+    # resumes from checkpoint-2, launched by accelerate, the bias model now whole on each process
+    done = _launch(2, [*args, "--set", "distributed.reference=replicate"], accelerate=True)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "resumed from" in done.stdout + done.stderr
     _assert_same_steps(_rows(sharded_run), _rows(killed), SAME_LAYOUT)
@@ -210,7 +220,7 @@ def fresh_process_group():
 def test_fsdp_on_one_process_equals_the_plain_path(
     device, fresh_process_group, tiny_qwen2_5_vl_dir, records, tmp_path, monkeypatch
 ):
-    if device == "cpu":  # the trainer runs on CUDA where there is one
+    if device == "cpu":  # the trainer takes CUDA where there is one
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     plain, sharded = tmp_path / "plain", tmp_path / "fsdp"
     assert main(_args(tiny_qwen2_5_vl_dir, records, plain, "grpo.max_steps=2")) == 0
