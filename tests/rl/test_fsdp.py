@@ -228,9 +228,10 @@ def test_fsdp_on_one_process_equals_the_plain_path(
         main(_args(tiny_qwen2_5_vl_dir, records, sharded, "grpo.max_steps=2", "distributed.strategy=fsdp"))
         == 0
     )
-    _assert_same_steps(_rows(plain), _rows(sharded), SAME_LAYOUT)
+    # CUDA's atomic adds (the backward of indexing) reorder sums from run to run: a looser tolerance
+    _assert_same_steps(_rows(plain), _rows(sharded), SAME_LAYOUT if device == "cpu" else ACROSS_LAYOUTS)
     a, b = (
         load_file(str(plain / "final" / "model.safetensors")),
         load_file(str(sharded / "final" / "model.safetensors")),
     )
-    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
