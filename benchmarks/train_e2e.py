@@ -1,7 +1,9 @@
 """Step time and peak memory of `videothinker train` (CDPO) per configuration, on full-size random-init models.
 
-The configurations (RUNS) compare the optimizers and precisions (grpo.optim, model.dtype) and the
-sampling engines (rollout.engine=graph, the default, against generate).
+The configurations (RUNS) compare the optimizers and precisions (grpo.optim, model.dtype), the
+sampling engines (rollout.engine=graph, the default, against generate), and one GPU against two
+(PROCESSES: torchrun, distributed.strategy replicate or fsdp; each process takes one prompt of G = 8
+completions per step, so two GPUs train twice the prompts per step).
 
 Each run is the real command, `videothinker train --config PRESET ...`, in a process of its own, on a
 full-size random-init Qwen2.5-VL (3B or 7B, built from the published dimensions; weights do not change
@@ -11,13 +13,14 @@ the bias model, and one 16-frame 448x308 video per prompt (1408 video tokens), a
 checkpointing, beta = -0.01, lr 1e-6. A run stops after ``--steps`` logged steps (its process is
 ended: nothing is saved). Per run it records, from log.jsonl, the step times (the first, which holds
 torch.compile of torchao's update kernels, apart) and torch's per-step peaks
-(``peak_allocated_gib``, ``peak_reserved_gib``), and the most GPU memory nvidia-smi reported, polled
-every 0.5 s. One JSON per run in --out; runs already there are skipped (rerun with --force), so the
+(``peak_allocated_gib``, ``peak_reserved_gib``: the fullest GPU's), completion tokens per second over
+all GPUs, and the most memory nvidia-smi reported on each GPU, polled every 0.5 s. One JSON per run in --out; runs already there are skipped (rerun with --force), so the
 list can be split over several calls. A table of all results is printed at the end.
 
     # one H200; torchao from a wheel carried in .whl/ (pip download --no-deps torchao -d .whl)
     pip install --no-deps --no-index .whl/torchao-*.whl
     PYTHONPATH=src python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_bf16_8bit
+    PYTHONPATH=src python benchmarks/train_e2e.py --runs 7b_fp32_fsdp_2gpu   # two H200s
     PYTHONPATH=src python benchmarks/train_e2e.py --tiny --steps 2   # CPU smoke run, tiny widths
 """
 
@@ -44,7 +47,17 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_bf16_4bit": ("3b", "paper_qwen2_5_vl_3b_cdpo_48gb", ["optim=adamw_torch_4bit"]),
     "7b_bf16_8bit": ("7b", "paper_qwen2_5_vl_7b_cdpo", []),
     "7b_bf16_sr": ("7b", "paper_qwen2_5_vl_7b_cdpo", ["optim=adamw_torch_bf16_sr"]),
+    # two GPUs: the paper's settings (fp32 masters, AdamW), the 3B replicated or sharded, the 7B sharded
+    "3b_fp32_master_2gpu": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),
+    "3b_fp32_fsdp_2gpu": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["distributed.strategy=fsdp"]),
+    "7b_fp32_fsdp_2gpu": ("7b", "paper_qwen2_5_vl_3b_cdpo", ["distributed.strategy=fsdp"]),
+    "7b_fp32_fsdp_2gpu_reference_replicated": (
+        "7b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["distributed.strategy=fsdp", "distributed.reference=replicate"],
+    ),
 }
+PROCESSES = {run: 2 for run in RUNS if run.endswith(("_2gpu", "_2gpu_reference_replicated"))}  # else 1
 
 # Published dimensions (config.json of Qwen2.5-VL-3B-Instruct and -7B-Instruct); the vision tower is
 # the same but for the width it projects to.
@@ -149,7 +162,11 @@ def train_command(run: str, model: Path, data: Path, out: Path, tiny: bool) -> l
     _, preset, overrides = RUNS[run]
     sets = [*overrides, "max_steps=1000", "save_steps=1000", "logging_steps=1"]
     sets += TINY_OVERRIDES if tiny else []
-    command = [sys.executable, "-m", "videothinker.cli", "train", "--config", preset, "--model", str(model)]
+    processes = PROCESSES.get(run, 1)
+    launch = [sys.executable]
+    if processes > 1:  # torchrun, as `python -m torch.distributed.run`
+        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [*launch, "-m", "videothinker.cli", "train", "--config", preset, "--model", str(model)]
     command += ["--reference", str(model), "--data", str(data), "--out", str(out), "--no-resume"]
     for item in sets:
         command += ["--set", item]
@@ -157,18 +174,26 @@ def train_command(run: str, model: Path, data: Path, out: Path, tiny: bool) -> l
 
 
 class GpuMemoryPoller:
-    """The most memory nvidia-smi reports in use on the GPU while the block runs (None without it)."""
+    """The most memory nvidia-smi reports in use on each of the first ``gpus`` GPUs while the block
+    runs (``peaks_mib``; ``peak_mib`` the largest; None without nvidia-smi)."""
 
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.peak_mib, self._stop = interval, None, threading.Event()
-        index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-        self.command = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", index]
+    def __init__(self, interval: float = 0.5, gpus: int = 1):
+        self.interval, self.peaks_mib, self._stop = interval, None, threading.Event()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        indices = [i for i in visible if i][:gpus] or [str(i) for i in range(gpus)]
+        self.command = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
+        self.command += ["-i", ",".join(indices)]
+
+    @property
+    def peak_mib(self) -> float | None:
+        return None if self.peaks_mib is None else max(self.peaks_mib)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
-                used = float(subprocess.run(self.command, capture_output=True, text=True, timeout=5).stdout)
-                self.peak_mib = max(self.peak_mib or 0.0, used)
+                out = subprocess.run(self.command, capture_output=True, text=True, timeout=5).stdout
+                used = [float(line) for line in out.split()]
+                self.peaks_mib = [max(a, b) for a, b in zip(self.peaks_mib or [0.0] * len(used), used)]
             except (OSError, ValueError, subprocess.SubprocessError):
                 return
             self._stop.wait(self.interval)
@@ -212,6 +237,7 @@ def summarize(rows: list[dict]) -> dict:
         "first_step_s": times[0] if times else None,
         "step_s": statistics.median(times[1:]) if len(times) > 1 else None,
         "completion_tokens": [r.get("completion_tokens") for r in rows],
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows[1:]) if len(rows) > 1 else None,
     }
     for key in ("peak_allocated_gib", "peak_reserved_gib"):
         values = [r[key] for r in rows if key in r]
@@ -220,7 +246,9 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def expected_static_gib(run: str, params: int) -> float:
-    """Weights + gradients + moments of the policy (rl/optim.py's arithmetic) + the bf16 bias model."""
+    """Weights + gradients + moments of the policy (rl/optim.py's arithmetic) + the bf16 bias model,
+    per GPU: under FSDP the policy's share (and the bias model's, when it is sharded) divided by the
+    processes."""
     import torch
 
     from videothinker.config import load_train_config
@@ -229,7 +257,12 @@ def expected_static_gib(run: str, params: int) -> float:
     _, preset, overrides = RUNS[run]
     config = load_train_config(preset, [*overrides, "model.path=m", "data.path=d", "reference=r"])
     dtype = getattr(torch, config.model.dtype)
-    return (bytes_per_parameter(config.grpo.optim, dtype) + 2) * params / GIB
+    policy, reference = bytes_per_parameter(config.grpo.optim, dtype), 2.0
+    if config.distributed.strategy == "fsdp":
+        processes = PROCESSES.get(run, 1)
+        policy /= processes
+        reference /= processes if config.distributed.reference == "shard" else 1
+    return (policy + reference) * params / GIB
 
 
 def count_parameters(model: Path) -> int:
@@ -257,7 +290,7 @@ def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: 
     log_file = work / "runs" / f"{run}.out"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     status = "ok"
-    with GpuMemoryPoller() as poller, log_file.open("w") as sink:
+    with GpuMemoryPoller(gpus=PROCESSES.get(run, 1)) as poller, log_file.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
         while len(log_rows(out)) < steps:
             if process.poll() is not None:
@@ -282,10 +315,14 @@ def run_one(run: str, model: Path, data: Path, work: Path, steps: int, timeout: 
         "status": status,
         "command": " ".join(command[1:]),
         "model_size": RUNS[run][0],
+        "processes": PROCESSES.get(run, 1),
         "parameters": (params := count_parameters(model)),
         "expected_static_gib": expected_static_gib(run, params),
         **summarize(log_rows(out)[:steps]),
         "nvidia_smi_peak_gib": None if poller.peak_mib is None else poller.peak_mib * 2**20 / GIB,
+        "nvidia_smi_peak_gib_per_gpu": None
+        if poller.peaks_mib is None
+        else [m * 2**20 / GIB for m in poller.peaks_mib],
         "wall_s": time.time() - started,
         "device": gpu_name() or "cpu",
         "torch": torch.__version__,
@@ -314,19 +351,20 @@ def _version(package: str) -> str | None:
 
 
 def table(records: list[dict]) -> str:
-    """A markdown table of run records."""
+    """A markdown table of run records (memory: the fullest GPU's; tokens per second: all GPUs')."""
     head = (
-        "| run | status | expected static GiB | peak allocated GiB | peak reserved GiB | nvidia-smi GiB "
-        "| step s (warm, median) | first step s |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| run | GPUs | status | expected static GiB per GPU | peak allocated GiB | peak reserved GiB "
+        "| nvidia-smi GiB | step s (warm, median) | first step s | completion tokens/s |\n"
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
 
     def f(value, digits=1):
         return "-" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"| {r['run']} | {r['status']} | {f(r['expected_static_gib'])} | {f(r['peak_allocated_gib'])} | "
-        f"{f(r['peak_reserved_gib'])} | {f(r['nvidia_smi_peak_gib'])} | {f(r['step_s'], 2)} | "
-        f"{f(r['first_step_s'], 1)} |"
+        f"| {r['run']} | {r.get('processes', 1)} | {r['status']} | {f(r['expected_static_gib'])} | "
+        f"{f(r['peak_allocated_gib'])} | {f(r['peak_reserved_gib'])} | {f(r['nvidia_smi_peak_gib'])} | "
+        f"{f(r['step_s'], 2)} | {f(r['first_step_s'], 1)} | {f(r.get('tokens_per_s'), 0)} |"
         for r in records
     ]
     return "\n".join([head, *lines])

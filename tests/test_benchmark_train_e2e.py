@@ -35,7 +35,11 @@ def test_every_run_is_a_valid_config_of_its_preset(bench):
         config = load_train_config(args.config, [*args.set, *flags])
         assert args.config == preset and config.stage == "cdpo" and config.grpo.max_completion_length == 768
         assert config.grpo.num_generations == 8 and config.model.gradient_checkpointing
-        assert (config.model.dtype == "float32") == run.startswith(("3b_fp32",)), run
+        assert (config.model.dtype == "float32") == ("_fp32_" in run), run
+        processes = bench.PROCESSES.get(run, 1)
+        assert processes == (2 if "_2gpu" in run else 1), run
+        assert (command[1:3] == ["-m", "torch.distributed.run"]) == (processes > 1), run
+        assert (config.distributed.strategy == "fsdp") == ("fsdp" in run), run
     assert bench.RUNS["3b_fp32_master"][2] == []  # today's path: the paper preset as it is
 
 
@@ -44,6 +48,10 @@ def test_expected_static_memory_worked_by_hand(bench):
     assert bench.expected_static_gib("3b_fp32_master", 2**30) == pytest.approx(18.0)
     # bf16 weights with 8-bit moments: 2 + 2 + 2 * (1 + 4/256) + 2 = 8.03125.
     assert bench.expected_static_gib("3b_bf16_8bit", 2**30) == pytest.approx(8.03125)
+    # FSDP on 2 GPUs: the policy's 16 bytes and the sharded bias model's 2 halved: 9 bytes per GPU.
+    assert bench.expected_static_gib("7b_fp32_fsdp_2gpu", 2**30) == pytest.approx(9.0)
+    # the bias model replicated: 8 + 2 = 10.
+    assert bench.expected_static_gib("7b_fp32_fsdp_2gpu_reference_replicated", 2**30) == pytest.approx(10.0)
 
 
 def test_summary_sets_the_compiling_first_step_apart(bench):
@@ -61,6 +69,7 @@ def test_summary_sets_the_compiling_first_step_apart(bench):
             "peak_allocated_gib": 31.0,
             "peak_reserved_gib": 34.0,
             "completion_tokens": 6144,
+            "tokens_per_s": 300.0,
         },
         {
             "step": 3,
@@ -68,11 +77,13 @@ def test_summary_sets_the_compiling_first_step_apart(bench):
             "peak_allocated_gib": 30.5,
             "peak_reserved_gib": 34.0,
             "completion_tokens": 6100,
+            "tokens_per_s": 280.0,
         },
     ]
     summary = bench.summarize(rows)
     assert (summary["first_step_s"], summary["step_s"]) == (90.0, 21.0)
     assert (summary["peak_allocated_gib"], summary["peak_reserved_gib"]) == (31.0, 34.0)
+    assert summary["tokens_per_s"] == 290.0  # warm steps only
     assert bench.summarize(rows[:1])["step_s"] is None
 
 
@@ -84,7 +95,7 @@ def test_tiny_run_end_to_end(bench, tmp_path, capsys):
         "--steps",
         "2",
         "--runs",
-        "3b_fp32_master",
+        "3b_fp32_master,3b_fp32_fsdp_2gpu",  # one process, and two with torchrun (gloo on a CPU)
         "--work",
         str(tmp_path / "work"),
         "--out",
@@ -94,5 +105,8 @@ def test_tiny_run_end_to_end(bench, tmp_path, capsys):
     record = json.loads((out / "3b_fp32_master.json").read_text())
     assert record["status"] == "ok" and record["steps"] == 2 and record["step_s"] > 0
     assert record["parameters"] > 0 and record["device"] == "cpu"
-    assert "| 3b_fp32_master | ok |" in capsys.readouterr().out
+    sharded = json.loads((out / "3b_fp32_fsdp_2gpu.json").read_text())
+    assert sharded["status"] == "ok" and sharded["processes"] == 2 and sharded["tokens_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert "| 3b_fp32_master | 1 | ok |" in printed and "| 3b_fp32_fsdp_2gpu | 2 | ok |" in printed
     assert bench.main(args) == 0 and "done before" in capsys.readouterr().out  # a rerun skips it

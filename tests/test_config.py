@@ -19,6 +19,7 @@ from videothinker.config import (
     resolve_config_path,
     stage_defaults,
 )
+from videothinker.distributed_config import DistributedConfig
 from videothinker.yaml_config import describe, preset_names, to_dict
 
 PATHS = ["model.path=models/m", "data.path=data/train.json"]
@@ -193,6 +194,20 @@ def test_all_problems_reported_at_once():
         assert part in text
 
 
+def test_distributed_settings():
+    config = load_train_config(None, [*PATHS, "distributed.strategy=fsdp", "distributed.reference=replicate"])
+    assert (config.distributed.strategy, config.distributed.reference) == ("fsdp", "replicate")
+    assert load_train_config(None, PATHS).distributed.strategy == "replicate"  # today's path by default
+    with pytest.raises(ValueError, match="distributed.strategy must be one of replicate, fsdp, got 'zero3'"):
+        load_train_config(None, [*PATHS, "distributed.strategy=zero3"])
+    problems = TrainConfig(
+        distributed=DistributedConfig(strategy="fsdp"), model=ModelConfig(lora_r=8)
+    ).problems()
+    assert any("fsdp does not train LoRA adapters" in p for p in problems)
+    with pytest.raises(ValueError, match="fsdp cannot step grpo.optim = adamw_torch_8bit"):
+        load_train_config(None, [*PATHS, "distributed.strategy=fsdp", "optim=adamw_torch_8bit"])
+
+
 def test_stage_defaults():
     assert stage_defaults("bias") == {"grpo.beta": 0.0, "data.question_kind": "observational"}
     assert stage_defaults("cdpo")["grpo.beta"] < 0 < stage_defaults("grpo")["grpo.beta"]
@@ -277,7 +292,7 @@ def test_tiny_preset_takes_the_stage_from_the_command_line(stage, beta, kind):
 
 
 def test_every_field_has_help():
-    for cls in (ModelConfig, DataConfig, GRPOConfig, TrainConfig, VideoConfig):
+    for cls in (ModelConfig, DataConfig, GRPOConfig, TrainConfig, VideoConfig, DistributedConfig):
         for name, _, help_text in describe(cls):
             assert help_text, f"{cls.__name__}.{name} has no help text"
 

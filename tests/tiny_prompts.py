@@ -1,5 +1,6 @@
-"""Shared by the sampling tests: tiny models made sharp enough that greedy tokens depend on every
-position and mask, and two left-padded video prompts of different lengths."""
+"""Shared by the sampling and log-prob tests: tiny models made sharp enough that greedy tokens depend
+on every position and mask, two left-padded video prompts of different lengths, and a batch of
+random completions of two such prompts."""
 
 from __future__ import annotations
 
@@ -44,3 +45,34 @@ def prompt_inputs(model_dir, *, videos: bool = True, prompts: list[str] | None =
     ]
     inputs = build_inputs(processor, prompts, visuals[: len(prompts)] if videos else [None] * len(prompts))
     return processor, inputs
+
+
+def completion_batch(model_dir, G: int, T: int, *, text_only_second: bool = False):
+    """(inputs, completion_ids [2*G, T], completion_mask [2*G, T]): B = 2 prompts of different lengths
+    (left padded) with videos of different sizes (or the second text only), G*T random completions,
+    and a completion mask that ends one row early (as after an EOS)."""
+    processor = load_processor(model_dir)
+    factor = processor_size_factor(processor)
+    gen = torch.Generator().manual_seed(0)
+    videos = [
+        SampledVideo(
+            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
+        ),
+        None
+        if text_only_second
+        else SampledVideo(
+            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
+        ),
+    ]
+    prompts = [
+        "Which object moves first?",
+        "Which of the following will happen if the cyan cylinder is removed? Think.",
+    ]
+    inputs = build_inputs(processor, prompts, videos)
+    assert inputs["attention_mask"][0].sum() != inputs["attention_mask"][1].sum()  # padding is exercised
+    # Ordinary tokens only: a sampled <|video_pad|> would break the naive forward's placeholder count.
+    first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    completion_ids = torch.randint(0, first_special, (2 * G, T), generator=gen)
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[1, 4:] = 0
+    return inputs, completion_ids, completion_mask

@@ -10,17 +10,13 @@ Training (`TrainConfig`) resolves in this order, later wins: dataclass defaults,
 from __future__ import annotations
 
 import dataclasses
-import typing
 from pathlib import Path
 from typing import Any
 
+from videothinker.distributed_config import DistributedConfig
+from videothinker.yaml_config import choice_problems as _choice
+from videothinker.yaml_config import help_field as _field
 from videothinker.yaml_config import load_config, parse_set, read_yaml, resolve_config_path
-
-
-def _field(default: Any, help: str, **kw) -> Any:
-    if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclasses.dataclass
@@ -410,6 +406,9 @@ class TrainConfig:
     rollout: RolloutConfig = dataclasses.field(
         default_factory=RolloutConfig, metadata={"help": "decoding engine"}
     )
+    distributed: DistributedConfig = dataclasses.field(
+        default_factory=DistributedConfig, metadata={"help": "several processes: replicate or shard"}
+    )
     stage: str = _field("grpo", "bias | cdpo | grpo; sets stage_defaults() under the YAML and --set")
     reference: str | None = _field(
         None,
@@ -428,6 +427,7 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         out = self.model.problems() + self.data.problems() + self.grpo.problems() + self.rollout.problems()
+        out += self.distributed.problems(self.model.lora_r, self.grpo.optim)
         if self.stage not in STAGES:
             return out + _choice("stage", self.stage, STAGES)
         beta, kind = self.grpo.beta, self.data.question_kind
@@ -498,10 +498,3 @@ def load_train_config(config: str | Path | None = None, overrides: list[str] | N
     stage = parse_set(overrides).get("stage", read_yaml(path).get("stage") if path else None)
     stage = TrainConfig().stage if stage is None else stage
     return load_config(TrainConfig, path, overrides, defaults=stage_defaults(stage))
-
-
-def _choice(name: str, value: Any, choices: typing.Iterable[Any]) -> list[str]:
-    choices = tuple(choices)
-    return (
-        [] if value in choices else [f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"]
-    )

@@ -18,6 +18,21 @@ from typing import Any
 import yaml
 
 
+def help_field(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with its help text in ``metadata["help"]`` (lists and dicts copied per instance)."""
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def choice_problems(name: str, value: Any, choices: typing.Iterable[Any]) -> list[str]:
+    """[] when ``value`` is one of ``choices``, else the one problem naming them (for ``problems()``)."""
+    choices = tuple(choices)
+    return (
+        [] if value in choices else [f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}"]
+    )
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Coerce a YAML value to a field's type: int -> float, numeric strings (YAML 1.1 reads ``1e-6``
     as a string) -> float or int, a scalar -> a one-item list, list items to the item type."""

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videothinker.data.video import SampledVideo
+from tiny_prompts import completion_batch
 from videothinker.models.inputs import build_inputs
-from videothinker.models.loading import load_model, load_processor, processor_size_factor
+from videothinker.models.loading import load_model, load_processor
 from videothinker.models.vision import repeat_visual_rows, visuals_per_prompt, vlm_body
 from videothinker.rl import logprobs as lp_module
 from videothinker.rl.logprobs import (
@@ -84,36 +84,6 @@ def test_video_inputs_rejects_a_grid_that_does_not_match_its_pixels():
 
 
 # ------------------------------------------------------------------------------ lean == naive
-def _batch(model_dir, *, text_only_second: bool = False):
-    """B = 2 prompts of different lengths (left padded) with videos of different sizes, G*T random
-    completions, and a completion mask that ends one row early (as after an EOS)."""
-    processor = load_processor(model_dir)
-    factor = processor_size_factor(processor)
-    gen = torch.Generator().manual_seed(0)
-    videos = [
-        SampledVideo(
-            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
-        ),
-        None
-        if text_only_second
-        else SampledVideo(
-            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
-        ),
-    ]
-    prompts = [
-        "Which object moves first?",
-        "Which of the following will happen if the cyan cylinder is removed? Think.",
-    ]
-    inputs = build_inputs(processor, prompts, videos)
-    assert inputs["attention_mask"][0].sum() != inputs["attention_mask"][1].sum()  # padding is exercised
-    # Ordinary tokens only: a sampled <|video_pad|> would break the naive forward's placeholder count.
-    first_special = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    completion_ids = torch.randint(0, first_special, (2 * G, T), generator=gen)
-    completion_mask = torch.ones_like(completion_ids)
-    completion_mask[1, 4:] = 0
-    return inputs, completion_ids, completion_mask
-
-
 def _grads(model, fn, inputs, completion_ids, completion_mask, weights, **kwargs):
     model.zero_grad()
     out = fn(
@@ -133,7 +103,7 @@ def _grads(model, fn, inputs, completion_ids, completion_mask, weights, **kwargs
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_lean_logprobs_equal_naive_values_and_gradients(tiny_model_dir, arch):
     model = load_model(tiny_model_dir(arch), dtype="float32").train()
-    inputs, completion_ids, completion_mask = _batch(tiny_model_dir(arch))
+    inputs, completion_ids, completion_mask = completion_batch(tiny_model_dir(arch), G, T)
     weights = torch.randn(completion_ids.shape, generator=torch.Generator().manual_seed(2))
     kw = {"temperature": 0.7, "chunk_size": 4}
     lean, lean_grads = _grads(
@@ -155,7 +125,9 @@ def test_lean_logprobs_equal_naive_values_and_gradients(tiny_model_dir, arch):
 
 def test_lean_logprobs_with_a_text_only_prompt_in_the_batch(tiny_qwen2_5_vl_dir):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = _batch(tiny_qwen2_5_vl_dir, text_only_second=True)
+    inputs, completion_ids, completion_mask = completion_batch(
+        tiny_qwen2_5_vl_dir, G, T, text_only_second=True
+    )
     video = VideoInputs.from_batch(inputs)
     assert visuals_per_prompt(vlm_body(model), inputs["input_ids"], video) == ([1, 0], [0, 0])
     args = (model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask, video, G)
@@ -182,7 +154,7 @@ def test_lean_logprobs_of_text_only_prompts(tiny_qwen2_5_vl_dir):
 
 def test_lean_path_encodes_each_video_once(tiny_qwen2_5_vl_dir):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = _batch(tiny_qwen2_5_vl_dir)
+    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
     patches = inputs["pixel_values_videos"].shape[0]
     rows_seen: list[int] = []
     hook = vlm_body(model).visual.register_forward_hook(
@@ -211,7 +183,7 @@ def test_lean_path_encodes_each_video_once(tiny_qwen2_5_vl_dir):
 
 def test_rollout_logprobs_without_grad_equal_with_grad(tiny_qwen2_5_vl_dir):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = _batch(tiny_qwen2_5_vl_dir)
+    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
     rollout = Rollout(
         inputs["input_ids"],
         inputs["attention_mask"],
@@ -228,7 +200,7 @@ def test_rollout_logprobs_without_grad_equal_with_grad(tiny_qwen2_5_vl_dir):
 
 def test_unsupported_model_falls_back_to_the_naive_path(tiny_qwen2_5_vl_dir, monkeypatch):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = _batch(tiny_qwen2_5_vl_dir)
+    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
     args = (
         model,
         inputs["input_ids"],
@@ -248,7 +220,7 @@ def test_unsupported_model_falls_back_to_the_naive_path(tiny_qwen2_5_vl_dir, mon
 
 def test_mismatched_shapes_are_rejected(tiny_qwen2_5_vl_dir):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = _batch(tiny_qwen2_5_vl_dir)
+    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
     with pytest.raises(ValueError, match="num_generations"):
         completion_logprobs(
             model,

@@ -77,7 +77,19 @@ def run(args: argparse.Namespace) -> int:
     _write_config(config, to_dict(config))
     resume = None if args.no_resume else (args.resume or "auto")
     train(config, resume=resume)
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Leave the process group of a multi-process run (or of a sharded one-process run) together, so
+    no process exits while another still talks to it (torchrun / accelerate launch then report an
+    abort)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _write_config(config, resolved: dict) -> None:

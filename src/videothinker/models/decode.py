@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from videothinker.models.sharding import is_dtensor
 from videothinker.models.vision import vlm_body
 
 
@@ -71,6 +72,8 @@ class DecoderWeights:
         copies, sources: when the weights are a copy of the model's parameters, the copied tensors
             and the parameters they mirror (`refresh` casts the second into the first); empty when
             the weights are the parameters themselves.
+        gathered: the sources are FSDP shards (DTensors, models/sharding.py): the copy holds their
+            full tensors, gathered one parameter at a time.
         merges: for a LoRA policy, (merged weight, peft layer, adapter names): the layer's base
             weight plus each active adapter's ``get_delta_weight``, recomputed by `refresh`.
     """
@@ -90,6 +93,7 @@ class DecoderWeights:
     copies: list[torch.Tensor] = field(default_factory=list)
     sources: list[torch.Tensor] = field(default_factory=list)
     merges: list[tuple[torch.Tensor, torch.nn.Module, list[str]]] = field(default_factory=list)
+    gathered: bool = False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -113,8 +117,12 @@ class DecoderWeights:
     def refresh(self) -> None:
         """Cast the model's current parameters into the copy and re-merge LoRA adapters, in place (the
         same buffers, so captured CUDA graphs stay valid); nothing to do when the weights are the
-        parameters themselves."""
-        if self.copies:
+        parameters themselves. Shards are gathered in full one at a time (a collective: every
+        process refreshes at once)."""
+        if self.gathered:
+            for copy, source in zip(self.copies, self.sources):
+                copy.copy_(source.full_tensor())
+        elif self.copies:
             torch._foreach_copy_(self.copies, self.sources)
         for merged, layer, names in self.merges:
             merged.copy_(layer.base_layer.weight)
@@ -185,8 +193,10 @@ def _eps(norm: torch.nn.Module) -> float | None:
 def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None) -> DecoderWeights:
     """The text model's weights for `decode_step`: the parameters themselves when ``dtype`` is None or
     theirs, else a copy cast to ``dtype`` (tied tensors copied once); a LoRA layer's weight is its
-    base with the active adapters merged in. Copies and merges are kept fresh by
-    `DecoderWeights.refresh`. Raises ValueError naming what is unsupported (`decode_unavailable`)."""
+    base with the active adapters merged in. A sharded model's parameters (FSDP DTensors) are always
+    copied, each gathered to its full tensor (in ``dtype``, or its own). Copies and merges are kept
+    fresh by `DecoderWeights.refresh`. Raises ValueError naming what is unsupported
+    (`decode_unavailable`)."""
     reason = decode_unavailable(model)
     if reason is not None:
         raise ValueError(f"the decode engine cannot serve {type(model).__name__}: {reason}")
@@ -213,11 +223,12 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
         if t is None:
             return None
         t = t.detach()
-        if dtype is None or t.dtype == dtype:
+        shard = is_dtensor(t)
+        if not shard and (dtype is None or t.dtype == dtype):
             return t
-        key = t.data_ptr()
+        key = _storage_key(t)
         if key not in copies:
-            copies[key] = t.to(dtype, copy=True)
+            copies[key] = (t.full_tensor() if shard else t).to(dtype or t.dtype, copy=True)
             sources.append(t)
         return copies[key]
 
@@ -261,12 +272,18 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
         rope_scale=float(getattr(lm.rotary_emb, "attention_scaling", 1.0)),
         act=lm.layers[0].mlp.act_fn,
     )
-    weights.copies = [copies[s.data_ptr()] for s in sources]
+    weights.copies = [copies[_storage_key(s)] for s in sources]
     weights.sources = sources
+    weights.gathered = any(is_dtensor(s) for s in sources)
     weights.merges = merges
     if merges:
         weights.refresh()
     return weights
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    """Where a tensor's data lives (a shard's: its local tensor's), so tied weights are copied once."""
+    return (t.to_local() if is_dtensor(t) else t).data_ptr()
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -214,7 +214,8 @@ class DecodeEngine:
         """One line: which weights decoding reads (and the copy's size) and the static caches held."""
         w = self.weights
         if w.copies:
-            weights = f"a {str(w.dtype).removeprefix('torch.')} copy of the text model ({w.copy_bytes / 2**30:.2f} GiB, refreshed after each optimizer step)"
+            source = ", gathered from its shards" if w.gathered else ""
+            weights = f"a {str(w.dtype).removeprefix('torch.')} copy of the text model{source} ({w.copy_bytes / 2**30:.2f} GiB, refreshed after each optimizer step)"
         else:
             weights = "the model's own weights (no copy)"
         caches = sum(s.nbytes for s in self._states.values())

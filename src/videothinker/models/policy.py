@@ -7,6 +7,11 @@ held in one of four ways: a second frozen model, a LoRA adapter merged into its 
 model, a LoRA adapter on the policy's own base, or that base with the adapters off. The trainer does
 not ask which: ``with reference.active() as model`` gives the model whose log-probs are the
 reference's, whichever way it is held.
+
+With ``distributed.strategy = fsdp`` (a ``mesh`` given) the policy is loaded on the CPU and sharded
+over the processes (models/sharding.py; each unit moves to the GPU as it is sharded), computing in
+bf16 from fp32 master shards under ``grpo.bf16``; a separate reference model is sharded the same way
+(``distributed.reference = shard``) or loaded whole on every device (``replicate``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from videothinker.adapters import is_adapter
 from videothinker.console import warn
 from videothinker.models import lora
 from videothinker.models.loading import enable_activation_checkpointing, load_merged_adapter, load_model
+from videothinker.models.sharding import shard_model
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +69,7 @@ def build_policy_and_reference(
     device,
     checkpoint: Path | None = None,
     plan: lora.ReferencePlan | None = None,
+    mesh=None,
 ) -> tuple[Any, Any, Reference | None]:
     """Load the policy (LoRA adapters injected if ``model.lora_r``) and its reference.
 
@@ -71,6 +78,8 @@ def build_policy_and_reference(
         device: where the weights go (the accelerator's device).
         checkpoint: resume: the policy's weights (a full model) or adapter (LoRA) come from here.
         plan: the run's reference plan (default: `lora.plan_reference(config)`).
+        mesh: shard the policy (and, with ``distributed.reference = shard``, a separate reference)
+            over this device mesh with FSDP2; None: whole models on ``device``.
 
     Returns:
         (policy, lora_model, reference): the model sampled from and trained; the peft model that
@@ -86,29 +95,40 @@ def build_policy_and_reference(
         dtype=m.dtype,
         attn_implementation=m.attn_implementation,
         trust_remote_code=m.trust_remote_code,
-        device=device,
+        device=device if mesh is None else None,  # sharded: from the CPU, a unit at a time
     )
     if m.freeze_vision and (visual := _visual_module(policy)) is not None:
         visual.requires_grad_(False)
     if m.gradient_checkpointing:
         enable_activation_checkpointing(policy)
+    if mesh is not None:
+        import torch
+
+        master = policy.dtype == torch.float32
+        shard_model(policy, mesh, param_dtype=torch.bfloat16 if g.bf16 and master else None)
+    shard_reference = mesh is not None and config.distributed.reference == "shard"
+
+    def frozen(model):
+        model = model.requires_grad_(False)
+        return shard_model(model, mesh) if shard_reference else model
+
     lora_model = lora.add_policy_adapter(policy, m, checkpoint) if m.lora_r else None
     ref_kwargs = {
         "dtype": "bfloat16" if g.bf16 else m.dtype,
         "attn_implementation": m.attn_implementation,
         "trust_remote_code": m.trust_remote_code,
-        "device": device,
+        "device": None if shard_reference else device,
     }
     reference = None
     if plan.kind == "model":
-        reference = Reference(plan, load_model(plan.path, **ref_kwargs).requires_grad_(False))
+        reference = Reference(plan, frozen(load_model(plan.path, **ref_kwargs)))
     elif plan.kind == "merged_adapter":
         if m.lora_r:
             warn(
                 f"the reference adapter's base {plan.base} is not the policy's ({m.path}), so it is loaded as a "
                 f"second model; if it is the same model, set reference_base={m.path} to share one base"
             )
-        reference = Reference(plan, load_merged_adapter(plan.path, plan.base, **ref_kwargs))
+        reference = Reference(plan, frozen(load_merged_adapter(plan.path, plan.base, **ref_kwargs)))
     elif plan.in_policy:
         if plan.kind == "policy_adapter":
             lora.add_reference_adapter(lora_model, plan.path, device)

@@ -6,12 +6,23 @@ the reference of the next stage) plus the trainer's state:
 - ``model.safetensors`` + config (``save_pretrained``), or for a LoRA run only the policy's adapter
   (``adapter_config.json`` + ``adapter_model.safetensors``, models/lora.py); the processor files;
 - ``optimizer.pt`` and ``scheduler.pt`` (tensors and plain containers only; loaded with
-  ``weights_only=True``, never unpickling arbitrary objects);
+  ``weights_only=True``, never unpickling arbitrary objects); under FSDP one optimizer file per
+  process instead, ``optimizer-rank<r>.pt``, its shard of every state tensor;
 - ``rng.safetensors`` (torch CPU and CUDA generator states) and ``trainer_state.json`` (step, data
-  position, Python and NumPy RNG states, counters), written last.
+  position, Python and NumPy RNG states, counters, how many processes wrote it), written last; each
+  further process's RNG states in ``rng-rank<r>.safetensors`` and ``rng-rank<r>.json``.
 
-Each checkpoint is written under a temporary name and renamed when complete, so a crash mid-save leaves
-the last good checkpoint in place; a folder without ``trainer_state.json`` is never resumed from.
+Every process of a run calls `save_checkpoint` and `load_trainer_state`; the main process writes
+what is shared. Each checkpoint is written under a temporary name and renamed when complete, so a
+crash mid-save leaves the last good checkpoint in place; a folder without ``trainer_state.json`` is
+never resumed from.
+
+A checkpoint resumes on another number of processes, or with the other ``distributed.strategy``:
+the optimizer state is reassembled from its shards (they are dim-0 pieces, FSDP2's layout) and cut
+for the new layout; processes beyond the old count start from the main process's RNG states. With
+the same global batch (``per_device_train_batch_size`` x processes x ``gradient_accumulation_steps``)
+the run continues as the uninterrupted one does: a micro-batch's samples depend on the position of
+its prompts only (rl/trainer.py).
 """
 
 from __future__ import annotations
@@ -20,7 +31,8 @@ import json
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -40,6 +53,21 @@ class TrainerState:
     sampler: dict[str, Any]
     nonfinite_in_a_row: int = 0
     extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process among the run's: its rank, how many there are, a barrier that waits for all of
+    them, and whether the optimizer state is sharded (FSDP: every process writes its own shard)."""
+
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = field(default=lambda: None)
+    sharded: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -90,45 +118,68 @@ def save_checkpoint(
     state: TrainerState,
     keep_last: int | None = None,
     save_model=None,
+    processes: Processes = Processes(),
 ) -> Path:
     """Write ``checkpoint-<step>`` atomically, then prune to the newest ``keep_last`` checkpoints.
+    Every process calls it.
 
     Args:
-        save_model: ``fn(model, folder)`` writing the weights (default ``model.save_pretrained``);
-            the trainer passes accelerate's unwrap-and-save here.
+        save_model: ``fn(model, folder)`` writing the weights, called on every process (so that it
+            may gather shards) and writing on the main one; default: ``model.save_pretrained`` there.
+        processes: this process among the run's (default: the only one).
     """
     root = Path(output_dir)
     final = root / f"checkpoint-{state.step}"
     tmp = root / f".checkpoint-{state.step}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (save_model or (lambda m, d: m.save_pretrained(d, safe_serialization=True)))(model, tmp)
-    if processor is not None:
+    main, rank = processes.is_main, processes.rank
+    if main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    processes.barrier()
+    if save_model is None:
+        save_model = lambda m, d: m.save_pretrained(d, safe_serialization=True) if main else None  # noqa: E731
+    save_model(model, tmp)
+    if main and processor is not None:
         processor.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    if processes.sharded:
+        torch.save(_local_optimizer_state(optimizer), tmp / _optimizer_shard(rank))
+    elif main:
+        torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    if main:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     tensors, plain = rng_state()
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "rng.safetensors"))
-    payload = {
-        "step": state.step,
-        "sampler": state.sampler,
-        "nonfinite_in_a_row": state.nonfinite_in_a_row,
-        "extra": state.extra or {},
-        "rng": plain,
-    }
-    (tmp / STATE_FILE).write_text(json.dumps(payload))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    if keep_last is not None and keep_last > 0:
-        for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+    suffix = "" if main else f"-rank{rank}"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / f"rng{suffix}.safetensors"))
+    if not main:
+        (tmp / f"rng{suffix}.json").write_text(json.dumps(plain))
+    processes.barrier()  # every process's files are in place
+    if main:
+        payload = {
+            "step": state.step,
+            "sampler": state.sampler,
+            "nonfinite_in_a_row": state.nonfinite_in_a_row,
+            "extra": state.extra or {},
+            "rng": plain,
+            "world_size": processes.world_size,
+            "optimizer_sharded": processes.sharded,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(payload))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        if keep_last is not None and keep_last > 0:
+            for old in list_checkpoints(root)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    processes.barrier()
     return final
 
 
-def load_trainer_state(checkpoint: str | Path, optimizer, scheduler) -> TrainerState:
+def load_trainer_state(
+    checkpoint: str | Path, optimizer, scheduler, processes: Processes = Processes()
+) -> TrainerState:
     """Restore optimizer, scheduler and RNG states from a checkpoint; return the trainer state.
+    Every process calls it; the optimizer state is cut for this run's layout (`Processes`).
 
     The model weights are loaded by the caller (``from_pretrained`` on the checkpoint folder, or the
     base plus the checkpoint's LoRA adapter).
@@ -136,13 +187,92 @@ def load_trainer_state(checkpoint: str | Path, optimizer, scheduler) -> TrainerS
     ckpt = Path(checkpoint)
     if not (ckpt / STATE_FILE).is_file():
         raise FileNotFoundError(f"{ckpt} is not a complete checkpoint (no {STATE_FILE})")
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     payload = json.loads((ckpt / STATE_FILE).read_text())
-    set_rng_state(load_file(str(ckpt / "rng.safetensors")), payload["rng"])
+    saved_world, saved_sharded = payload.get("world_size", 1), payload.get("optimizer_sharded", False)
+    optimizer.load_state_dict(_optimizer_state_for(ckpt, optimizer, saved_world, saved_sharded, processes))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    own = ckpt / f"rng-rank{processes.rank}.json"
+    if processes.is_main or not own.is_file():  # a process the checkpoint did not have: the main one's
+        set_rng_state(load_file(str(ckpt / "rng.safetensors")), payload["rng"])
+    else:
+        set_rng_state(
+            load_file(str(ckpt / f"rng-rank{processes.rank}.safetensors")), json.loads(own.read_text())
+        )
     return TrainerState(
         step=payload["step"],
         sampler=payload["sampler"],
         nonfinite_in_a_row=payload.get("nonfinite_in_a_row", 0),
         extra=payload.get("extra"),
     )
+
+
+# ------------------------------------------------------------------------------ optimizer shards
+def _optimizer_shard(rank: int) -> str:
+    return f"optimizer-rank{rank}.pt"
+
+
+def _local_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with each DTensor replaced by this process's shard (plain tensors,
+    which ``torch.load(weights_only=True)`` reads back), and which entries those were."""
+    from videothinker.models.sharding import is_dtensor
+
+    saved = optimizer.state_dict()
+    state, sharded = {}, []
+    for index, entries in saved["state"].items():
+        state[index] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor) and is_dtensor(value):
+                sharded.append([index, key])
+                value = value.to_local()
+            state[index][key] = value
+    return {"state": state, "param_groups": saved["param_groups"], "sharded": sharded}
+
+
+def _optimizer_state_for(
+    ckpt: Path, optimizer: torch.optim.Optimizer, saved_world: int, saved_sharded: bool, processes: Processes
+) -> dict[str, Any]:
+    """The optimizer state dict for this process's parameters: its own shard when the layout is the
+    checkpoint's, else every entry reassembled from the shards (dim-0 pieces, in rank order) and cut
+    as this process's parameters are (DTensor shards under FSDP, whole tensors otherwise)."""
+    from torch.distributed.tensor import DTensor
+
+    from videothinker.models.sharding import is_dtensor
+
+    def load(name: str, mmap: bool = False) -> dict[str, Any]:
+        return torch.load(ckpt / name, weights_only=True, map_location="cpu", mmap=mmap)
+
+    if not saved_sharded:
+        pieces = [load(OPTIMIZER_FILE, mmap=processes.sharded) | {"sharded": []}]
+    elif processes.sharded and saved_world == processes.world_size:
+        pieces = [load(_optimizer_shard(processes.rank))]
+    else:  # another layout: every shard, read a tensor at a time (mmap) as they are reassembled
+        pieces = [load(_optimizer_shard(r), mmap=True) for r in range(saved_world)]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sharded = {(int(i), k) for i, k in pieces[0]["sharded"]}
+    state = {}
+    for index, entries in pieces[0]["state"].items():
+        param = params[int(index)]
+        state[index] = {}
+        for key, value in entries.items():
+            if (int(index), key) in sharded and len(pieces) > 1 and value.dim() > 0:
+                value = torch.cat([piece["state"][index][key] for piece in pieces])
+            if isinstance(value, torch.Tensor) and is_dtensor(param) and value.dim() > 0:
+                local = param.to_local()
+                if value.shape == param.shape and local.shape != param.shape:  # whole: take our piece
+                    start = processes.rank * -(-param.shape[0] // processes.world_size)
+                    value = value[start : start + local.shape[0]]
+                if value.shape != local.shape:
+                    raise ValueError(
+                        f"{ckpt}: optimizer state {key!r} of parameter {index} has shape {tuple(value.shape)}, "
+                        f"this process's shard {tuple(local.shape)}"
+                    )
+                value = DTensor.from_local(
+                    value.to(local.device, copy=True),
+                    param.device_mesh,
+                    param.placements,
+                    run_check=False,
+                    shape=param.shape,
+                    stride=param.stride(),
+                )
+            state[index][key] = value
+    return {"state": state, "param_groups": pieces[0]["param_groups"]}

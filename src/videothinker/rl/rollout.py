@@ -26,6 +26,7 @@ import torch
 
 from videothinker.console import warn
 from videothinker.models.engine import DecodeEngine, cache_argument, model_output_cache, prompt_model_inputs
+from videothinker.models.sharding import is_sharded
 from videothinker.models.vision import rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.losses import completion_mask_after_eos
 from videothinker.rl.types import Rollout, VideoInputs
@@ -38,11 +39,15 @@ def _generation_kwargs(
     eos_token_ids: int | Sequence[int],
     pad_token_id: int,
     do_sample: bool,
+    synced_gpus: bool = False,
 ) -> dict:
     """Every knob that changes the sampled distribution, set explicitly: a checkpoint's
     generation_config.json (Qwen's sets top_k=1, repetition_penalty=1.05) must not leak into RL
-    sampling, whose log-probs assume plain temperature sampling."""
+    sampling, whose log-probs assume plain temperature sampling. ``synced_gpus`` for a sharded model
+    (models/sharding.py): every process runs forwards until all have finished, since each forward
+    gathers weights from all of them."""
     kwargs = {
+        "synced_gpus": synced_gpus,
         "max_new_tokens": max_completion_length,
         "do_sample": do_sample,
         "num_beams": 1,
@@ -129,7 +134,7 @@ def generate_rollout(
         )
         return _rollout_of(inputs, completion_ids, G, eos_token_ids)
     generation = _generation_kwargs(
-        max_completion_length, temperature, top_p, eos_token_ids, pad_token_id, do_sample
+        max_completion_length, temperature, top_p, eos_token_ids, pad_token_id, do_sample, is_sharded(model)
     )
     body = vlm_body(model)
     if not (hasattr(body, "rope_deltas") and hasattr(body, "get_rope_index")):
@@ -211,7 +216,7 @@ def simple_generate_rollout(
     (greedy: one completion per prompt, repeated G times)."""
     _check_prompts(inputs)
     generation = _generation_kwargs(
-        max_completion_length, temperature, top_p, eos_token_ids, pad_token_id, do_sample
+        max_completion_length, temperature, top_p, eos_token_ids, pad_token_id, do_sample, is_sharded(model)
     )
     if do_sample:
         sequences = model.generate(

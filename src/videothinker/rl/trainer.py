@@ -15,6 +15,11 @@ the same base (or, for grpo, the base itself) is computed by the policy's own mo
 switched (models/lora.py): one base in memory. models/policy.py builds the policy and the reference,
 however it is held; the loop only asks the reference for the model to run.
 
+Several processes (torchrun, ``accelerate launch``) each take a slice of the global batch; with
+``distributed.strategy = replicate`` each holds the whole policy, with ``fsdp`` parameters,
+gradients and optimizer state are sharded (models/sharding.py). What they agree on in the loop
+(samples, gradients, branches, logged metrics): rl/processes.py.
+
 Why not TRL's GRPOTrainer: it has no video input and no way to set the reference model; the loop
 here is short enough to read top to bottom.
 """
@@ -35,11 +40,19 @@ from videothinker.data.media import check_training_media, load_record_visual
 from videothinker.data.records import Record
 from videothinker.models import lora
 from videothinker.models.engine import make_engine
-from videothinker.rl.checkpoint import TrainerState, list_checkpoints, load_trainer_state, save_checkpoint
+from videothinker.models.sharding import device_mesh, full_state_dict, is_dtensor, root_forward
+from videothinker.rl.checkpoint import (
+    Processes,
+    TrainerState,
+    list_checkpoints,
+    load_trainer_state,
+    save_checkpoint,
+)
 from videothinker.rl.logger import JsonlLogger
 from videothinker.rl.losses import group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
+from videothinker.rl.processes import Collectives, all_reduce_grads, sampling_seed
 from videothinker.rl.prompt_inputs import prompt_inputs
 from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
@@ -97,22 +110,6 @@ def load_training_records(config: TrainConfig) -> list[Record]:
     return records
 
 
-def _all_reduce_grads(params: list[torch.nn.Parameter], num_processes: int) -> None:
-    """Average gradients over processes (the loop calls submodules directly, so no DDP wrapper)."""
-    if num_processes == 1:
-        return
-    import torch.distributed as dist
-
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= num_processes
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
 @dataclass
 class MicroBatch:
     """One micro-batch of B prompts with their G completions each, scored."""
@@ -148,6 +145,7 @@ class Trainer:
             mixed_precision="bf16" if g.bf16 else "no", cpu=not torch.cuda.is_available()
         )
         self.device = self.accelerator.device
+        self.collectives = Collectives(self.accelerator)
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         set_seed(g.seed)
@@ -169,7 +167,11 @@ class Trainer:
         # models: the policy (sampled from and trained), its LoRA adapters (self.lora: the peft model
         # that switches, disables and saves them; None without LoRA) and the reference (None: beta = 0)
         self.processor = load_processor(cfg.model.path)
-        self.policy, self.lora, self.ref = build_policy_and_reference(cfg, self.device, checkpoint, plan)
+        self.sharded = cfg.distributed.strategy == "fsdp"
+        mesh = device_mesh(self.device) if self.sharded else None
+        self.policy, self.lora, self.ref = build_policy_and_reference(
+            cfg, self.device, checkpoint, plan, mesh
+        )
         self.engine = make_engine(self.policy, cfg.rollout, torch.bfloat16 if g.bf16 else None)
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -194,7 +196,7 @@ class Trainer:
         )
         self.state = TrainerState(step=0, sampler=self.sampler.state_dict())
         if checkpoint is not None:
-            self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler)
+            self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler, self._processes())
             self.sampler.load_state_dict(self.state.sampler)
             self.prompts.load_state_dict((self.state.extra or {}).get("media", {}))
             self.logger.truncate_after(self.state.step)
@@ -235,8 +237,6 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- data
     def _prompt_loader(self) -> PromptLoader:
         """Micro-batches of this process's prompts with their media decoded ahead, bad media skipped."""
-        from accelerate.utils import gather_object
-
         from videothinker.models.loading import processor_size_factor
 
         cfg, acc = self.config, self.accelerator
@@ -250,7 +250,7 @@ class Trainer:
             max_failures=cfg.data.max_decode_failures,
             num_processes=acc.num_processes,
             process_index=acc.process_index,
-            gather=lambda obj: gather_object([obj]),
+            gather=self.collectives.gather,
         )
 
     def _prompt_inputs(self, records: list[Record], visuals: list | None = None):
@@ -278,7 +278,9 @@ class Trainer:
         g = self.config.grpo
         acc = self.accelerator
         # Every process draws the same global batch and keeps its own slice, so groups stay whole.
+        position = self.sampler.consumed + acc.process_index  # this process's first prompt
         records, visuals = self.prompts.next_batch()
+        torch.manual_seed(sampling_seed(g.seed, position))
         inputs = self._prompt_inputs(records, visuals).to(self.device)
         self.policy.eval()
         with torch.no_grad(), acc.autocast():
@@ -319,10 +321,18 @@ class Trainer:
         return MicroBatch(rollout, records, advantages.to(self.device), rewards, total)
 
     def _logprobs(self, model, rollout, grad: bool) -> torch.Tensor:
+        """Log-probs of the rollout's completions (a sharded model's root gathered around the call)."""
         from videothinker.rl.logprobs import rollout_logprobs
 
-        with self.accelerator.autocast():
-            return rollout_logprobs(model, rollout, temperature=self.config.grpo.temperature, grad=grad)
+        temperature = self.config.grpo.temperature
+        with self.accelerator.autocast(), torch.set_grad_enabled(grad):
+            return root_forward(
+                model, lambda: rollout_logprobs(model, rollout, temperature=temperature, grad=grad)
+            )
+
+    def _processes(self) -> Processes:
+        acc = self.accelerator
+        return Processes(acc.process_index, acc.num_processes, acc.wait_for_everyone, self.sharded)
 
     # ----------------------------------------------------------------------------------------- step
     def _optimizer_step(self, batches: list[MicroBatch]) -> StepOutput:
@@ -348,16 +358,19 @@ class Trainer:
                 loss_type=g.loss_type,
                 max_completion_length=g.max_completion_length,
             )
-            if not torch.isfinite(loss):
+            if not self.collectives.everywhere(bool(torch.isfinite(loss))):  # all skip, or none
                 finite = False
                 break
             self.accelerator.backward(loss / len(batches))
             for key, value in {"loss": loss, **metrics}.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(batches)
+        sums = self.collectives.mean(sums)
         grad_norm = float("nan")
         if finite:
-            _all_reduce_grads(self.params, self.accelerator.num_processes)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, g.max_grad_norm))
+            if not self.sharded:  # FSDP reduce-scatters gradients in backward
+                all_reduce_grads(self.params, self.accelerator.num_processes)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, g.max_grad_norm)
+            grad_norm = float(norm.full_tensor() if is_dtensor(norm) else norm)  # the same on every process
             finite = math.isfinite(grad_norm)
         if finite:
             self.optimizer.step()
@@ -381,22 +394,31 @@ class Trainer:
         return StepOutput(sums, skipped=not finite)
 
     def _rollout_metrics(self, batches: list[MicroBatch]) -> dict[str, float]:
-        """Reward per function and per question_kind, completion length, over the step's completions."""
+        """Reward per function and per question_kind, completion length, over the step's completions
+        on every process (gathered in process order: the global batch's)."""
         g = self.config.grpo
+        G = g.num_generations
+        local = {
+            "total": [float(v) for mb in batches for v in mb.total_reward],
+            "kinds": [r.question_kind for mb in batches for r in mb.records for _ in range(G)],
+            "lengths": [float(n) for mb in batches for n in mb.rollout.completion_mask.sum(dim=1).tolist()],
+            **{name: [v for mb in batches for v in mb.rewards[name]] for name in g.reward_funcs},
+        }
+        parts = self.collectives.gather(local)
+        column = {key: [v for part in parts for v in part[key]] for key in local}
         out: dict[str, float] = {}
-        total = torch.cat([mb.total_reward for mb in batches])
+        total = torch.tensor(column["total"])
         out["reward"] = float(total.mean())
         out["reward_std"] = float(total.std()) if total.numel() > 1 else 0.0
         for name in g.reward_funcs:
-            out[f"reward/{name}"] = float(sum(sum(mb.rewards[name]) for mb in batches) / total.numel())
-        kinds = [r.question_kind for mb in batches for r in mb.records for _ in range(g.num_generations)]
-        accuracy = [v for mb in batches for v in mb.rewards.get("accuracy", [])]
+            out[f"reward/{name}"] = float(sum(column[name]) / total.numel())
+        kinds = column["kinds"]
         for kind in sorted({k for k in kinds if k is not None}):
             mask = torch.tensor([k == kind for k in kinds])
             out[f"reward/{kind}"] = float(total[mask].mean())
-            if accuracy:
-                out[f"accuracy/{kind}"] = float(torch.tensor(accuracy)[mask].mean())
-        lengths = torch.cat([mb.rollout.completion_mask.sum(dim=1).float().cpu() for mb in batches])
+            if "accuracy" in column:
+                out[f"accuracy/{kind}"] = float(torch.tensor(column["accuracy"])[mask].mean())
+        lengths = torch.tensor(column["lengths"])
         out["completion_length"] = float(lengths.mean())
         out["completion_tokens"] = float(lengths.sum())
         return out
@@ -425,7 +447,7 @@ class Trainer:
                     skipped=result.skipped,
                     tokens_per_s=row["completion_tokens"] / step_time,
                     epoch=self.sampler.epoch,
-                    **peak_memory(self.device),
+                    **self.collectives.max(peak_memory(self.device)),  # the fullest device's
                     decode_failures=self.prompts.failures,
                 )
                 if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
@@ -439,9 +461,8 @@ class Trainer:
         self.prompts.close()
         return self.save_final()
 
-    def save(self) -> Path | None:
-        if not self.accelerator.is_main_process:
-            return None
+    def save(self) -> Path:
+        """Write checkpoint-<step> (every process takes part: its optimizer shard and RNG states)."""
         self.state.sampler = self.sampler.state_dict()
         self.state.extra = {**(self.state.extra or {}), "media": self.prompts.state_dict()}
         return save_checkpoint(
@@ -453,14 +474,22 @@ class Trainer:
             scheduler=self.scheduler,
             state=self.state,
             keep_last=self.config.grpo.save_total_limit,
+            processes=self._processes(),
         )
 
     def _save_weights(self, folder: Path) -> None:
-        """The policy in HF format, or its LoRA adapter (adapter_config.json + adapter_model.safetensors)."""
+        """The policy in HF format, or its LoRA adapter (adapter_config.json + adapter_model.safetensors),
+        written by the main process; every process calls it (a sharded policy is gathered to rank 0)."""
+        main = self.accelerator.is_main_process
         if self.lora is not None:
-            lora.save_adapter(self.lora, folder)
-        else:
-            self.accelerator.unwrap_model(self.policy).save_pretrained(folder, safe_serialization=True)
+            if main:
+                lora.save_adapter(self.lora, folder)
+            return
+        state = full_state_dict(self.policy) if self.sharded else None
+        if main:
+            self.accelerator.unwrap_model(self.policy).save_pretrained(
+                folder, state_dict=state, safe_serialization=True
+            )
 
     def save_final(self) -> Path:
         """The trained model in HF format at OUTPUT/final (what `eval --model` and `--reference` take);
@@ -468,9 +497,11 @@ class Trainer:
         import shutil
 
         final, tmp = self.out / "final", self.out / ".final.tmp"
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        if main:
             shutil.rmtree(tmp, ignore_errors=True)
-            self._save_weights(tmp)
+        self._save_weights(tmp)
+        if main:
             self.processor.save_pretrained(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
