@@ -7,7 +7,7 @@ conversational ``prompt`` and an ``image`` column, as TRL's GRPOTrainer takes im
 same prompt text (`videothinker.data.prompts.train_prompt`, template ``mixed``, the image placed
 before the text), the same images, and the same rewards (`accuracy_reward` + `format_reward`,
 wrapped for TRL). The model is a full-size random-init Qwen2.5-VL-3B (train_e2e.py's
-`build_fullsize_model`: the tiny model's tokenizer and processor, the published dimensions), bf16
+`train_e2e.build_model`: the tiny model's tokenizer and processor, the published dimensions), bf16
 weights, SDPA, gradient checkpointing, G = 8 (one prompt x 8 completions per optimizer step), 256
 completion tokens, beta = 0.04 (reference = the initial model), lr 1e-6, temperature 1.0, no vLLM.
 
@@ -41,7 +41,14 @@ import time
 from pathlib import Path
 
 import torch
-from train_e2e import ROOT, MemoryPoller, build_fullsize_model, cli
+from train_e2e import GpuMemoryPoller, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "videothinker.cli", *args]
+
 
 TEMPLATE = "mixed"  # the paper presets' data.template
 WORKER_PACKAGES = ("trl", "datasets", "transformers", "pyarrow", "pandas", "huggingface_hub", "dill")
@@ -228,11 +235,15 @@ def run_trl(args, model: Path, records: Path, work: Path) -> dict:
     command += ["--generations", str(args.generations), "--completion-tokens", str(args.completion_tokens)]
     command += ["--tiny"] if args.tiny else []
     print(" ".join(command), flush=True)
-    with MemoryPoller() as memory:
+    with GpuMemoryPoller() as memory:
         subprocess.run(command, check=True, cwd=ROOT)
     worker = json.loads(out.read_text())
     shutil.rmtree(work / "trl-run", ignore_errors=True)
-    return {**summary(worker.pop("step_times_s")), "peak_nvidia_smi_gib": memory.peak_mib / 1024, **worker}
+    return {
+        **summary(worker.pop("step_times_s")),
+        "peak_nvidia_smi_gib": (memory.peak_mib or 0.0) / 1024,
+        **worker,
+    }
 
 
 def run_videothinker(args, model: Path, records: Path, work: Path) -> dict:
@@ -250,7 +261,7 @@ def run_videothinker(args, model: Path, records: Path, work: Path) -> dict:
     for item in sets:
         command += ["--set", item]
     print(" ".join(command), flush=True)
-    with MemoryPoller() as memory:
+    with GpuMemoryPoller() as memory:
         subprocess.run(command, check=True, cwd=ROOT)
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in rows if "step" in r and "step_time" in r]
@@ -258,7 +269,7 @@ def run_videothinker(args, model: Path, records: Path, work: Path) -> dict:
     shutil.rmtree(run, ignore_errors=True)
     return {
         **summary([r["step_time"] for r in steps]),
-        "peak_nvidia_smi_gib": memory.peak_mib / 1024,
+        "peak_nvidia_smi_gib": (memory.peak_mib or 0.0) / 1024,
         "completion_length": statistics.mean(r["completion_length"] for r in steps),
         "engine": start.get("engine"),
         "sets": sets,
@@ -284,17 +295,17 @@ def main() -> None:
     args.generations = args.generations or (2 if args.tiny else 8)
     args.completion_tokens = args.completion_tokens or (8 if args.tiny else 256)
     if args.build_worker:
-        return print(f"model: {build_fullsize_model(Path(args.model), '3b', args.tiny)}")
+        return print(f"model: {build_model('3b', Path(args.work), args.tiny)}")
     if args.trl_worker:
         return trl_worker(args)
     args.steps = 2 if args.tiny and args.steps == 6 else args.steps
     width, height = map(int, (args.image_size or ("112x84" if args.tiny else "448x308")).split("x"))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    model = work / f"random-qwen2_5_vl-3b{'-tiny' if args.tiny else ''}"
-    if not (model / "config.json").exists():  # in a subprocess: this one keeps no GPU memory
-        build = [sys.executable, __file__, "--build-worker", "--model", str(model)] + ["--tiny"] * args.tiny
-        subprocess.run(build, check=True, cwd=ROOT)
+    # Built (or found) in a subprocess, so this process keeps no GPU memory; it prints the folder last.
+    build = [sys.executable, __file__, "--build-worker", "--work", str(work)] + ["--tiny"] * args.tiny
+    printed = subprocess.run(build, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
     records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
     trl = run_trl(args, model, records, work)
     ours = run_videothinker(args, model, records, work)
