@@ -25,20 +25,22 @@ def sharp_model(model_dir, dtype: str = "float32"):
     return model.eval()
 
 
+def random_video(
+    gen, factor: int, frames: int, tokens_hw: tuple[int, int], fps: float, name: str
+) -> SampledVideo:
+    """Random uint8 frames [frames, 3, h, w], each side a multiple of the merged-token size ``factor``."""
+    h, w = tokens_hw
+    pixels = torch.randint(0, 256, (frames, 3, h * factor, w * factor), dtype=torch.uint8, generator=gen)
+    return SampledVideo(pixels, fps, name)
+
+
 def prompt_inputs(model_dir, *, videos: bool = True, prompts: list[str] | None = None):
     """(processor, inputs) for two prompts (or ``prompts``) with random videos of different sizes
     (or none), left padded."""
     processor = load_processor(model_dir)
     factor = processor_size_factor(processor)
     gen = torch.Generator().manual_seed(0)
-    visuals = [
-        SampledVideo(
-            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
-        ),
-        SampledVideo(
-            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
-        ),
-    ]
+    visuals = [random_video(gen, factor, 4, (2, 3), 2.0, "a"), random_video(gen, factor, 2, (2, 2), 1.0, "b")]
     prompts = prompts or [
         "Which object moves first?",
         "Which of the following will happen if the cyan cylinder is removed? Think step by step.",
@@ -55,14 +57,8 @@ def completion_batch(model_dir, G: int, T: int, *, text_only_second: bool = Fals
     factor = processor_size_factor(processor)
     gen = torch.Generator().manual_seed(0)
     videos = [
-        SampledVideo(
-            torch.randint(0, 256, (4, 3, 2 * factor, 3 * factor), dtype=torch.uint8, generator=gen), 2.0, "a"
-        ),
-        None
-        if text_only_second
-        else SampledVideo(
-            torch.randint(0, 256, (2, 3, 2 * factor, 2 * factor), dtype=torch.uint8, generator=gen), 1.0, "b"
-        ),
+        random_video(gen, factor, 4, (2, 3), 2.0, "a"),
+        None if text_only_second else random_video(gen, factor, 2, (2, 2), 1.0, "b"),
     ]
     prompts = [
         "Which object moves first?",
