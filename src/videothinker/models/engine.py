@@ -46,8 +46,6 @@ from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
 
-ENGINES = ("graph", "generate")
-
 
 def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = None) -> DecodeEngine | None:
     """The engine ``rollout`` (a `videothinker.config.RolloutConfig`) asks for, or None for plain
@@ -66,6 +64,12 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
     if engine is not None:
         print0(engine.memory_report())
     return engine
+
+
+def check_left_padded(attention_mask: torch.Tensor) -> None:
+    """Raise unless every prompt ends at the last position (left padding), as decoding assumes."""
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("prompts must be left padded (the last position of every prompt is a token)")
 
 
 def prompt_model_inputs(
@@ -250,8 +254,7 @@ class DecodeEngine:
             the longest completion (with its EOS) or max_new_tokens; after a row's EOS, pad_token_id.
         """
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        if not bool(mask[:, -1].all()):
-            raise ValueError("prompts must be left padded (the last position of every prompt is a token)")
+        check_left_padded(mask)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         B, P = ids.shape

@@ -25,7 +25,13 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from videothinker.console import warn
-from videothinker.models.engine import DecodeEngine, cache_argument, model_output_cache, prompt_model_inputs
+from videothinker.models.engine import (
+    DecodeEngine,
+    cache_argument,
+    check_left_padded,
+    model_output_cache,
+    prompt_model_inputs,
+)
 from videothinker.models.sharding import is_sharded
 from videothinker.models.vision import rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.losses import completion_mask_after_eos
@@ -61,9 +67,7 @@ def _generation_kwargs(
 
 
 def _check_prompts(inputs: Mapping[str, torch.Tensor]) -> None:
-    mask = inputs["attention_mask"]
-    if not bool(mask[:, -1].all()):
-        raise ValueError("prompts must be left padded (the last position of every prompt is a token)")
+    check_left_padded(inputs["attention_mask"])
     if inputs["input_ids"].shape[1] < 2:
         raise ValueError("prompts must be at least 2 tokens long")
 
