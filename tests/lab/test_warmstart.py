@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from videothinker.config import VideoConfig
 from videothinker.data.clevrer import Annotation
 from videothinker.data.records import load_records, parse_record
 from videothinker.data.video import SampledVideo
+from videothinker.lab import warmstart
 from videothinker.lab.warmstart import (
+    COLOR_PAIRS,
     IGNORE_INDEX,
+    PerceptionHead,
     WarmStartConfig,
     choice_facts,
+    collision_colors,
     completion_batch,
     completion_loss,
     reasoning_target,
@@ -153,7 +158,6 @@ def micro_lab(tmp_path_factory) -> Path:
 
 
 def test_warm_start_lowers_completion_loss(tiny_qwen2_5_vl_dir, micro_lab, tmp_path):
-    from videothinker.config import VideoConfig
     from videothinker.data.prompts import train_prompt
     from videothinker.data.video import load_visual
 
@@ -178,3 +182,97 @@ def test_warm_start_lowers_completion_loss(tiny_qwen2_5_vl_dir, micro_lab, tmp_p
     log = [json.loads(line) for line in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == list(range(1, 13))
     assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()
+
+
+def test_doctests():
+    import doctest
+
+    assert doctest.testmod(warmstart).failed == 0
+
+
+def test_collision_colors_by_hand():
+    objects = {
+        0: {"color": "red"},
+        1: {"color": "blue"},
+        2: {"color": "green"},
+        3: {"color": "red"},  # a repeated colour (the world before issue 14)
+    }
+    labels = collision_colors(Annotation(objects, {frozenset((0, 1)), frozenset((1, 2)), frozenset((0, 3))}))
+    assert len(labels) == len(COLOR_PAIRS) == 28  # CLEVRER's 8 colours, unordered pairs
+    hot = {COLOR_PAIRS[i] for i, v in enumerate(labels) if v == 1.0}
+    # red-blue and blue-green; red-red is one colour, not a pair, and is left out
+    assert hot == {frozenset(("red", "blue")), frozenset(("blue", "green"))}
+    assert collision_colors(Annotation(objects, set())) == [0.0] * 28
+
+
+def test_perception_loss_is_max_pooled_binary_cross_entropy(tiny_qwen2_5_vl_dir):
+    """The head's loss equals a by-hand computation: each video's score per pair is its best token's,
+    then the mean binary cross-entropy over videos and pairs."""
+    processor = load_processor(tiny_qwen2_5_vl_dir)
+    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
+    head = PerceptionHead(model, model.get_input_embeddings().embedding_dim)
+    torch.manual_seed(0)
+    videos = [
+        SampledVideo(
+            frames=torch.randint(0, 255, (2, 3, 56, 56 * k), dtype=torch.uint8), fps=2.0, path=f"{k}.mp4"
+        )
+        for k in (1, 2)  # two videos of different sizes: 4 and 8 video tokens
+    ]
+    batch = completion_batch(processor, ["a", "b"], videos, ["<answer>A</answer>"] * 2)
+    targets = torch.zeros(2, len(COLOR_PAIRS))
+    targets[0, 3] = targets[1, 0] = targets[1, 27] = 1.0
+    with torch.no_grad():
+        completion_loss(model, batch)  # the forward the head's hook reads
+        tokens = model.model.get_video_features(
+            batch["pixel_values_videos"], batch["video_grid_thw"]
+        ).pooler_output
+        loss = head.loss(batch["video_grid_thw"], targets)
+    assert [t.shape[0] for t in tokens] == [4, 8]
+    terms = []
+    for video, tokens_v in enumerate(tokens):
+        scores = head.score(tokens_v).max(dim=0).values  # [28]
+        for pair in range(len(COLOR_PAIRS)):
+            p = torch.sigmoid(scores[pair])
+            y = targets[video, pair]
+            terms.append(-(y * torch.log(p) + (1 - y) * torch.log(1 - p)))
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+
+
+def test_perception_steps_train_the_vision_tower_alone(tiny_qwen2_5_vl_dir, micro_lab, tmp_path):
+    """The vision-only phase lowers the perception loss on its data and changes no language-model
+    weight; the warm start after it logs both losses."""
+    from safetensors.torch import load_file
+
+    records = load_records(micro_lab / "r.jsonl")[:6]
+    targets = reasoning_targets(records, micro_lab / "annotations")
+    labels = [collision_colors(a) for a in warmstart.load_annotations(records, micro_lab / "annotations")]
+    assert any(any(row) for row in labels)
+    video = VideoConfig(**SMALL_VIDEO)
+    common = {"learning_rate": 3e-3, "batch_size": 6, "device": "cpu", "video": video, "eval_prompt_share": 0}
+    with pytest.raises(ValueError, match="perception"):
+        warm_start(
+            tiny_qwen2_5_vl_dir,
+            records,
+            targets,
+            tmp_path / "x",
+            WarmStartConfig(steps=1, perception_weight=1.0, **common),
+        )
+    config = WarmStartConfig(steps=0, perception_weight=1.0, perception_steps=15, **common)
+    final = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "vision", config, labels)
+    log = [json.loads(line) for line in (tmp_path / "vision" / "log.jsonl").read_text().splitlines()]
+    assert [row["phase"] for row in log] == ["perception"] * 15
+    assert log[-1]["loss"] < 0.7 * log[0]["loss"], (log[0]["loss"], log[-1]["loss"])
+    before, after = (
+        load_file(tiny_qwen2_5_vl_dir / "model.safetensors"),
+        load_file(final / "model.safetensors"),
+    )
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(".visual." in name or name.startswith("visual.") for name in changed), sorted(
+        changed
+    )[:5]
+    both = WarmStartConfig(steps=2, perception_weight=0.5, perception_steps=1, **common)
+    warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "both", both, labels)
+    log = [json.loads(line) for line in (tmp_path / "both" / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2, 3] and log[0]["phase"] == "perception"
+    for row in log[1:]:
+        assert row["loss"] == pytest.approx(row["completion_loss"] + 0.5 * row["perception_loss"], rel=1e-5)

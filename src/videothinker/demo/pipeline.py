@@ -220,7 +220,13 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
     """Build the tiny model (its tokenizer also learns the lab's words) and warm-start it."""
     from videothinker.config import VideoConfig
     from videothinker.data.records import load_records
-    from videothinker.lab.warmstart import WarmStartConfig, reasoning_targets, warm_start
+    from videothinker.lab.warmstart import (
+        WarmStartConfig,
+        collision_colors,
+        load_annotations,
+        reasoning_targets,
+        warm_start,
+    )
     from videothinker.models.tiny import build_tiny_model
 
     # Counterfactual questions of both kinds and the perception probes of the warm-start set.
@@ -238,8 +244,11 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
         seed=seed,
         device=device,
         video=VideoConfig(**preset.video),
+        perception_weight=preset.warm_perception,
+        perception_steps=preset.warm_perception_steps,
     )
-    warm_start(paths.tiny, records, targets, paths.warm_start, config)
+    perception = [collision_colors(a) for a in load_annotations(records, paths.lab("warm") / "annotations")]
+    warm_start(paths.tiny, records, targets, paths.warm_start, config, perception)
 
 
 def train_config_overrides(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> list[str]:

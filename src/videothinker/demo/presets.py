@@ -33,7 +33,9 @@ class DemoPreset:
         lab_workers: processes generating scenes.
         model: sizes of the tiny Qwen2.5-VL (`videothinker.models.tiny.TinySizes` fields).
         video: frame sampling (`VideoConfig` fields), shared by warm start, training and evaluation.
-        warm_steps / warm_lr / warm_batch: the supervised warm start.
+        warm_steps / warm_lr / warm_batch: the supervised warm start; warm_perception: weight of its
+            perception loss (`videothinker.lab.warmstart.PerceptionHead`; 0: none);
+            warm_perception_steps: steps of the vision tower alone on that loss before it.
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
         eval_batch_size / max_new_tokens: greedy evaluation.
@@ -48,6 +50,8 @@ class DemoPreset:
     warm_batch: int
     rl: dict[str, Any]
     stage_rl: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warm_perception: float = 0.0
+    warm_perception_steps: int = 0
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5

@@ -18,6 +18,7 @@ lists; an inferential one does not. The shortcut the paper describes is answerin
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -31,11 +32,13 @@ import torch
 
 from videothinker.config import VideoConfig
 from videothinker.console import print0, progress
-from videothinker.data.clevrer import Annotation, parse_choice, parse_question, resolve
+from videothinker.data.clevrer import COLORS, Annotation, parse_choice, parse_question, resolve
 from videothinker.data.records import Record
 
 IGNORE_INDEX = -100
 LOG_FILE = "log.jsonl"
+# The unordered pairs of CLEVRER colours: the classes of the perception loss (`collision_colors`).
+COLOR_PAIRS = [frozenset(pair) for pair in itertools.combinations(COLORS, 2)]
 
 
 def _letters(letters: list[str]) -> str:
@@ -97,6 +100,24 @@ def reasoning_target(record: Record, annotation: Annotation) -> str:
     )
 
 
+def collision_colors(annotation: Annotation) -> list[float]:
+    """Which colour pairs collide in a scene: 1.0 at the index in `COLOR_PAIRS` of each colliding
+    pair's two colours, 0.0 elsewhere (a pair of one colour, possible only when colours repeat, is
+    left out). The targets of the warm start's perception loss.
+
+    >>> objects = {i: {"color": c} for i, c in enumerate(["red", "blue", "green"])}
+    >>> labels = collision_colors(Annotation(objects, {frozenset((0, 1))}))
+    >>> [sorted(COLOR_PAIRS[i]) for i, v in enumerate(labels) if v]
+    [['blue', 'red']]
+    """
+    labels = [0.0] * len(COLOR_PAIRS)
+    for pair in annotation.collisions:
+        colors = frozenset(annotation.objects[i]["color"] for i in pair)
+        if colors in COLOR_PAIRS:
+            labels[COLOR_PAIRS.index(colors)] = 1.0
+    return labels
+
+
 def load_annotations(records: list[Record], annotations: str | Path) -> list[Annotation]:
     """The annotation of each record's scene, from the flat folder ``annotations``
     (``annotation_<scene_index:05d>.json``, the lab's layout)."""
@@ -156,13 +177,45 @@ def completion_batch(processor, prompts: list[str], visuals: list, completions: 
 def completion_loss(model, batch) -> torch.Tensor:
     """Mean next-token cross-entropy over the labelled (completion) tokens of a `completion_batch`."""
     labels = batch["labels"]  # [B, L]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "collision_colors")}
     logits = model(**inputs).logits  # [B, L, V]
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].float().reshape(-1, logits.shape[-1]),
         labels[:, 1:].reshape(-1),
         ignore_index=IGNORE_INDEX,
     )
+
+
+class PerceptionHead(torch.nn.Module):
+    """A probe on the video tokens the language model reads, for the warm start's perception loss.
+
+    Each merged video token (the vision tower's output, in the language model's width) scores every
+    colour pair of `COLOR_PAIRS`; a video's score for a pair is its best token's (max pooling: "some
+    token shows this pair's contact"). Trained with binary cross-entropy against `collision_colors`,
+    it pushes the vision tower to encode, token by token, which objects touched, so that the language
+    model has something local to read. The head is not part of the saved model.
+
+    It reads the video tokens through a forward hook on the vision tower, so the loss costs no extra
+    forward pass.
+    """
+
+    def __init__(self, model, width: int):
+        super().__init__()
+        self.score = torch.nn.Linear(width, len(COLOR_PAIRS))
+        visual = model.model.visual
+        self.merge = visual.spatial_merge_size
+        self.tokens: torch.Tensor | None = None  # [num_video_tokens, width], the last forward's
+        visual.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output) -> None:
+        self.tokens = output.pooler_output
+
+    def loss(self, grid_thw: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean binary cross-entropy of the last forward's videos (``grid_thw`` [B, 3]) against
+        ``targets`` [B, len(COLOR_PAIRS)]."""
+        sizes = (grid_thw.prod(-1) // self.merge**2).tolist()
+        scores = torch.stack([s.max(dim=0).values for s in self.score(self.tokens).split(sizes)])  # [B, P]
+        return torch.nn.functional.binary_cross_entropy_with_logits(scores.float(), targets.float())
 
 
 @dataclass
@@ -181,6 +234,11 @@ class WarmStartConfig:
         device: "auto" (cuda when visible), "cpu" or "cuda".
         bf16: bfloat16 autocast on CUDA.
         video: frame sampling (the same as the RL stages', so the model sees the same frames).
+        perception_weight: weight of the perception loss (`PerceptionHead`) added to the completion
+            loss; 0 turns it off. It needs each record's `collision_colors`.
+        perception_steps: steps that train the vision tower alone on the perception loss before the
+            ``steps`` of the warm start (each phase with its own warmup and decay); needs
+            ``perception_weight`` > 0.
     """
 
     steps: int = 100
@@ -192,6 +250,8 @@ class WarmStartConfig:
     device: str = "auto"
     bf16: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
+    perception_weight: float = 0.0
+    perception_steps: int = 0
 
 
 def _lr_factor(step: int, steps: int) -> float:
@@ -208,11 +268,16 @@ def warm_start(
     targets: list[str],
     out_dir: str | Path,
     config: WarmStartConfig,
+    perception: list[list[float]] | None = None,
 ) -> Path:
     """Fine-tune the model of ``model_dir`` on (record prompt -> target completion) pairs and save it.
 
-    Writes ``out_dir``/log.jsonl (one line per step: step, loss, lr) and the model in HF format at
-    ``out_dir``/final (written under a temporary name, then renamed); returns that folder.
+    ``perception`` holds each record's `collision_colors`, the targets of the perception loss (needed
+    when ``config.perception_weight`` > 0; every record must then have a video).
+
+    Writes ``out_dir``/log.jsonl (one line per step: step, loss, lr; with the perception loss also
+    completion_loss and perception_loss) and the model in HF format at ``out_dir``/final (written under
+    a temporary name, then renamed); returns that folder.
     """
     from videothinker.data.prompts import eval_prompt, train_prompt
     from videothinker.data.video import load_visual
@@ -221,6 +286,12 @@ def warm_start(
 
     if len(records) != len(targets) or not records:
         raise ValueError(f"warm start needs one target per record, got {len(records)} and {len(targets)}")
+    if config.perception_steps and not config.perception_weight > 0:
+        raise ValueError("perception_steps need a perception loss (perception_weight > 0)")
+    if config.perception_weight > 0 and (
+        perception is None or len(perception) != len(records) or any(r.video is None for r in records)
+    ):
+        raise ValueError("the perception loss needs a video and collision_colors for every record")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -242,50 +313,78 @@ def warm_start(
     rng = random.Random(config.seed)
     order: list[int] = []
 
-    def next_batch() -> tuple[list[str], list[Record], list[str]]:
-        """The next records (shuffled epochs), each with its prompt template drawn."""
+    def next_batch() -> tuple[list[str], list[int]]:
+        """The next records' indices (shuffled epochs), each with its prompt template drawn."""
         nonlocal order
         while len(order) < config.batch_size:
             more = list(range(len(records)))
             rng.shuffle(more)
             order += more
         picked, order = order[: config.batch_size], order[config.batch_size :]
-        return (
-            [prompts[i][rng.random() < config.eval_prompt_share] for i in picked],
-            [records[i] for i in picked],
-            [targets[i] for i in picked],
+        return [prompts[i][rng.random() < config.eval_prompt_share] for i in picked], picked
+
+    def build(plan: tuple[list[str], list[int]]):
+        chosen_prompts, picked = plan
+        batch = completion_batch(
+            processor, chosen_prompts, [visual(records[i]) for i in picked], [targets[i] for i in picked]
         )
+        if head is not None:
+            batch["collision_colors"] = torch.tensor([perception[i] for i in picked])
+        return batch
 
-    def build(plan: tuple[list[str], list[Record], list[str]]):
-        chosen_prompts, chosen, chosen_targets = plan
-        return completion_batch(processor, chosen_prompts, [visual(r) for r in chosen], chosen_targets)
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    head = None
+    parameters = list(model.parameters())
+    if config.perception_weight > 0:
+        head = PerceptionHead(model, model.get_input_embeddings().embedding_dim).to(device)
+        parameters += list(head.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     log = (out_dir / LOG_FILE).open("w", encoding="utf-8")
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device == "cuda")
     # The next batch is tokenised and patchified in a worker thread while this one trains.
+    total = config.perception_steps + config.steps
     with progress() as bar, log, ThreadPoolExecutor(max_workers=1) as pool:
-        task = bar.add_task("warm start", total=config.steps, info="")
+        task = bar.add_task("warm start", total=total, info="")
         upcoming = pool.submit(build, next_batch())
-        for step in range(config.steps):
+        for step in range(total):
             started = time.perf_counter()
             batch = upcoming.result().to(device)
-            if step + 1 < config.steps:
+            if step + 1 < total:
                 upcoming = pool.submit(build, next_batch())
-            lr = config.learning_rate * _lr_factor(step, config.steps)
+            # First the vision tower alone on the perception loss, then the whole model.
+            vision_only = step < config.perception_steps
+            phase_step, phase_steps = (
+                (step, config.perception_steps)
+                if vision_only
+                else (step - config.perception_steps, config.steps)
+            )
+            lr = config.learning_rate * _lr_factor(phase_step, phase_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            extra = {}
             with autocast:
-                loss = completion_loss(model, batch)
+                if vision_only:
+                    model.model.visual(batch["pixel_values_videos"], grid_thw=batch["video_grid_thw"])
+                    loss = head.loss(batch["video_grid_thw"], batch["collision_colors"])
+                    extra = {"phase": "perception"}
+                else:
+                    loss = completion_loss(model, batch)
+                    if head is not None:
+                        seen = head.loss(batch["video_grid_thw"], batch["collision_colors"])
+                        extra = {
+                            "completion_loss": float(loss.detach()),
+                            "perception_loss": float(seen.detach()),
+                        }
+                        loss = loss + config.perception_weight * seen
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             row = {
                 "step": step + 1,
                 "loss": float(loss.detach()),
                 "lr": lr,
+                **extra,
                 "step_time": time.perf_counter() - started,
             }
             log.write(json.dumps(row) + "\n")
