@@ -293,6 +293,14 @@ def test_a_lab_json_from_before_the_recommended_world_means_the_old_world(tmp_pa
     (tmp_path / "lab.json").write_text(json.dumps({**settings, "colour": 1}))
     with pytest.raises(ValueError, match="unknown fields colour"):
         load_lab_config(tmp_path)
+    # A set of the first recommended world (contact marks, before they had a size): its small marks.
+    first_marks = asdict(LabConfig(scenes=5, mark_radius=0.45))
+    del first_marks["mark_radius"]
+    (tmp_path / "lab.json").write_text(json.dumps(first_marks))
+    config = load_lab_config(tmp_path)
+    assert config.contact_marks is True and config.mark_radius == 0.3
+    with pytest.raises(ValueError, match="mark radius"):
+        LabConfig(mark_radius=0.95)
 
 
 def test_recommended_world_numbers():

@@ -110,3 +110,25 @@ def test_contact_marks_show_every_collision_in_the_last_frame(lab):
                 assert (near >= 8) == (other in hit), (index, obj, other, near)
             checked += len(hit)
     assert checked >= 6
+
+
+@pytest.mark.parametrize("mark_radius", [0.3, 0.5])
+def test_a_contact_mark_is_a_dot_of_mark_radius_inside_the_body(mark_radius):
+    """A red sphere marked by a blue one on its right: the blue pixels form a disc of mark_radius times
+    the object's radius (area within 15%), toward the contact, and none lies outside the body."""
+    from videothinker.lab.render import ContactMark, render_frames
+    from videothinker.lab.scene import ObjectSpec
+
+    view, radius = View(112, 112, 3.0), 0.8
+    objects = [ObjectSpec(0, "red", "rubber", "sphere")]
+    mark = ContactMark(0, first_frame=1, direction=(1.0, 0.0), color="blue")
+    frames = render_frames(objects, np.zeros((2, 1, 2)), view, radius, [mark], mark_radius).astype(int)
+    blue = np.abs(frames - PALETTE["blue"]).sum(axis=-1) < 30  # [F, H, W]
+    assert not blue[0].any()  # not before its first frame
+    radius_px = radius * view.scale
+    rows, cols = np.nonzero(blue[1])
+    assert blue[1].sum() == pytest.approx(np.pi * (mark_radius * radius_px) ** 2, rel=0.15)
+    # centred toward the contact (world +x is the frame's right), its far edge at 0.9 of the radius
+    assert cols.mean() + 0.5 == pytest.approx(56 + (0.9 - mark_radius) * radius_px, abs=0.5)
+    assert rows.mean() + 0.5 == pytest.approx(56, abs=0.5)
+    assert (np.hypot(cols + 0.5 - 56, rows + 0.5 - 56) <= radius_px).all()

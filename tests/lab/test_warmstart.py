@@ -89,6 +89,17 @@ def test_reasoning_target_by_hand():
         }
     )
     assert reasoning_target(probe, annotation) == "<think>Seen: A.</think><answer>A</answer>"
+    # The "pairs" style: every choice with its two objects' colours, in the order the choice names
+    # them, and whether the video shows that collision.
+    assert reasoning_target(middle, annotation, "pairs") == (
+        "<think>Seen: A red green no, B red yellow no, C green yellow no. Without it: A.</think>"
+        "<answer>A</answer>"
+    )
+    assert reasoning_target(probe, annotation, "pairs") == (
+        "<think>Seen: A red blue yes, B yellow green no, C blue yellow no.</think><answer>A</answer>"
+    )
+    with pytest.raises(ValueError, match="reasoning style"):
+        reasoning_target(probe, annotation, "words")
 
 
 def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):

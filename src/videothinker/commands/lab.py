@@ -84,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a collision leaves a dot of the partner's colour on each object (default on)",
     )
+    gen.add_argument(
+        "--mark-radius",
+        type=float,
+        help="a contact mark's radius as a fraction of the object's (default 0.3)",
+    )
     gen.add_argument("--workers", type=int, help="processes generating scenes in parallel (default 1)")
 
     base = sub.add_parser(
@@ -149,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             "videos",
             "video_format",
             "contact_marks",
+            "mark_radius",
             "workers",
         )
         if getattr(args, name) is not None

@@ -186,6 +186,7 @@ def make_data(
             start_index=start,
             video_format=preset.video_format,
             contact_marks=preset.contact_marks,
+            mark_radius=preset.mark_radius,
             workers=preset.lab_workers,
             world=world,
         )
@@ -231,7 +232,7 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
 
     # Counterfactual questions of both kinds and the perception probes of the warm-start set.
     records = load_records(paths.records("warm")) + load_records(paths.seen_records("warm"))
-    targets = reasoning_targets(records, paths.lab("warm") / "annotations")
+    targets = reasoning_targets(records, paths.lab("warm") / "annotations", preset.warm_think)
     corpus = paths.warm_start / "corpus.txt"  # the warm-start questions and targets, never test data
     corpus.parent.mkdir(parents=True, exist_ok=True)
     lines = [line for r in records for line in (r.problem, *r.options)] + targets

@@ -28,14 +28,16 @@ class DemoPreset:
             set (training: the paper's 74%; warm start and test: both kinds).
         lab_size: frame size (width, height) of the lab videos; frames / fps: clip length and rate.
         world: changes to the lab world (`videothinker.lab.WorldConfig` fields; empty: the recommended
-            world); contact_marks: collisions leave marks in the frames (`videothinker.lab.render`).
+            world); contact_marks: collisions leave marks in the frames (`videothinker.lab.render`), of
+            mark_radius times an object's radius.
         video_format: "mp4" (PyAV) or "png" (frame folders, no PyAV).
         lab_workers: processes generating scenes.
         model: sizes of the tiny Qwen2.5-VL (`videothinker.models.tiny.TinySizes` fields).
         video: frame sampling (`VideoConfig` fields), shared by warm start, training and evaluation.
         warm_steps / warm_lr / warm_batch: the supervised warm start; warm_perception: weight of its
             perception loss (`videothinker.lab.warmstart.PerceptionHead`; 0: none);
-            warm_perception_steps: steps of the vision tower alone on that loss before it.
+            warm_perception_steps: steps of the vision tower alone on that loss before it;
+            warm_think: style of its chains of thought (`videothinker.lab.warmstart.reasoning_target`).
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
         eval_batch_size / max_new_tokens: greedy evaluation.
@@ -52,6 +54,7 @@ class DemoPreset:
     stage_rl: dict[str, dict[str, Any]] = field(default_factory=dict)
     warm_perception: float = 0.0
     warm_perception_steps: int = 0
+    warm_think: str = "letters"
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5
@@ -60,6 +63,7 @@ class DemoPreset:
     fps: int = 8
     world: dict[str, Any] = field(default_factory=dict)
     contact_marks: bool = True
+    mark_radius: float = 0.3
     video_format: str = "mp4"
     lab_workers: int = 1
     model: dict[str, int] = field(default_factory=dict)

@@ -40,7 +40,7 @@ from videothinker.lab.questions import (
     seen_question,
     select_questions,
 )
-from videothinker.lab.render import View, contact_marks, render_frames
+from videothinker.lab.render import LEGACY_MARK_RADIUS, MARK_EDGE, View, contact_marks, render_frames
 from videothinker.lab.scene import Scene, WorldConfig, sample_scene
 
 QUESTIONS_FILE = "questions.json"
@@ -74,6 +74,7 @@ class LabConfig:
         video_format: "mp4" (H.264, needs PyAV) or "png" (a folder of frames per video, no PyAV).
         contact_marks: a collision leaves a dot of the partner's colour on each object's rim
             (`videothinker.lab.render`), visible in every later frame.
+        mark_radius: a contact mark's radius, as a fraction of the object's (at most `MARK_EDGE`).
         workers: processes generating scenes.
         world: the world's geometry, objects and motion.
     """
@@ -90,6 +91,7 @@ class LabConfig:
     videos: bool = True
     video_format: str = "mp4"
     contact_marks: bool = True
+    mark_radius: float = 0.3
     workers: int = 1
     world: WorldConfig = field(default_factory=WorldConfig)
 
@@ -117,6 +119,8 @@ class LabConfig:
         if "contact_marks" not in settings:  # written before the recommended world: its old defaults
             values["contact_marks"] = False
             world = {**LEGACY_WORLD, **world}
+        if "mark_radius" not in settings:  # written before marks had a size: the first marks
+            values["mark_radius"] = LEGACY_MARK_RADIUS
         for key in ("speed_range", "lanes", "colors"):
             if key in world:
                 world[key] = tuple(world[key])
@@ -141,6 +145,8 @@ class LabConfig:
             raise ValueError(
                 f"video format must be one of {', '.join(VIDEO_FORMATS)}, got {self.video_format!r}"
             )
+        if not 0.0 < self.mark_radius <= MARK_EDGE:
+            raise ValueError(f"mark radius must be in (0, {MARK_EDGE}], got {self.mark_radius}")
         if self.start_index < 0 or self.workers < 1:
             raise ValueError("start index must be >= 0 and workers >= 1")
 
@@ -247,7 +253,9 @@ def build_scene(index: int, config: LabConfig, out: Path) -> tuple[list[Question
     if config.videos:
         view = View(config.size[0], config.size[1], world.half_extent)
         marks = contact_marks(scene.objects, factual.collisions, config.fps) if config.contact_marks else []
-        frames = render_frames(scene.objects, factual.positions, view, world.radius, marks)
+        frames = render_frames(
+            scene.objects, factual.positions, view, world.radius, marks, config.mark_radius
+        )
         path = out / media_path("video", index, config.nested)
         if config.video_format == "png":
             write_frames(path.with_suffix(""), frames)

@@ -39,8 +39,11 @@ CUBE_HALF_SIDE = 0.88
 RING = (0.4, 0.76)  # inner and outer radius of the cylinder's dark ring
 HIGHLIGHT_RADIUS = 0.24
 HIGHLIGHT_OFFSET = 0.3
-MARK_RADIUS = 0.3  # a contact mark: a dot of the partner's colour, this radius
-MARK_OFFSET = 0.6  # centred this far from the object's centre, toward the contact point
+# A contact mark: a dot of the partner's colour, of radius `mark_radius` (a fraction of the object's,
+# `videothinker.lab.LabConfig.mark_radius`), on the line toward the contact point, its far edge at
+# MARK_EDGE of the radius (inside the body, so the object's outline stays its own).
+MARK_EDGE = 0.9
+LEGACY_MARK_RADIUS = 0.3  # the first marks (sets whose lab.json has no mark_radius)
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,13 @@ def contact_marks(objects: list[ObjectSpec], collisions: Iterable, fps: float) -
     return marks
 
 
-def _draw_mark(frame: np.ndarray, center: np.ndarray, radius_px: float, mark: ContactMark) -> None:
+def _draw_mark(
+    frame: np.ndarray, center: np.ndarray, radius_px: float, mark: ContactMark, mark_radius: float
+) -> None:
     """Draw ``mark`` on the object at pixel ``center`` (column, row); world y is up, rows go down."""
-    spot = center + MARK_OFFSET * radius_px * np.array([mark.direction[0], -mark.direction[1]])
-    r = MARK_RADIUS * radius_px
+    offset = MARK_EDGE - mark_radius
+    spot = center + offset * radius_px * np.array([mark.direction[0], -mark.direction[1]])
+    r = mark_radius * radius_px
     c0, r0 = max(int(np.floor(spot[0] - r)), 0), max(int(np.floor(spot[1] - r)), 0)
     c1, r1 = (
         min(int(np.ceil(spot[0] + r)) + 1, frame.shape[1]),
@@ -140,9 +146,11 @@ def render_frames(
     view: View,
     radius: float,
     marks: list[ContactMark] = (),
+    mark_radius: float = LEGACY_MARK_RADIUS,
 ) -> np.ndarray:
     """Render a clip: ``positions`` [F, N, 2] world centres -> uint8 frames [F, H, W, 3], with the
-    contact ``marks`` (`contact_marks`) drawn over the objects from their first frame on.
+    contact ``marks`` (`contact_marks`) drawn over the objects from their first frame on, each a dot of
+    ``mark_radius`` times the object's radius.
 
     Objects are drawn in id order; they never overlap (they only touch), so the order does not matter.
     """
@@ -156,5 +164,5 @@ def render_frames(
             _draw(frames[f], spec, pixels[f, spec.object_id], radius_px)
         for mark in marks:
             if mark.first_frame <= f:
-                _draw_mark(frames[f], pixels[f, mark.object_id], radius_px, mark)
+                _draw_mark(frames[f], pixels[f, mark.object_id], radius_px, mark, mark_radius)
     return frames

@@ -53,12 +53,14 @@ class ChoiceFacts:
         seen: letters of the choices whose collision the video shows; unseen: the others.
         happens: letters of the choices that happen once the object is removed (the counterfactual).
         negated: the question asks what will *not* happen.
+        colors: the colours of each choice's two objects, in the order the choice names them.
     """
 
     seen: list[str]
     unseen: list[str]
     happens: list[str]
     negated: bool
+    colors: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def shortcut_answer(self) -> str:
@@ -77,27 +79,43 @@ def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
         removed_text, negated = parse_question(record.problem)
         removed = resolve(removed_text, annotation.objects)
     answer = record.solution.split(",")
-    seen, unseen, happens = [], [], []
+    seen, unseen, happens, colors = [], [], [], []
     for letter, option in zip(record.letters, record.options):
         a, b = (
             resolve(d, annotation.objects, exclude=removed) for d in parse_choice(option.split(".", 1)[1])
         )
         (seen if frozenset((a, b)) in annotation.collisions else unseen).append(letter)
+        colors.append((annotation.objects[a]["color"], annotation.objects[b]["color"]))
         if (letter in answer) != negated:
             happens.append(letter)
-    return ChoiceFacts(seen, unseen, happens, negated)
+    return ChoiceFacts(seen, unseen, happens, negated, colors)
 
 
-def reasoning_target(record: Record, annotation: Annotation) -> str:
+THINK_STYLES = ("letters", "pairs")
+
+
+def reasoning_target(record: Record, annotation: Annotation, style: str = "letters") -> str:
     """The warm-start completion of a counterfactual record: what the video shows, what happens without
-    the removed object, and the answer (see the module docstring)."""
+    the removed object, and the answer (see the module docstring).
+
+    ``style`` "letters" lists the seen choices ("Seen: A, C."); "pairs" goes through every choice, its
+    two objects' colours and whether the video shows their collision ("Seen: A cyan red yes, B blue
+    red no, C purple cyan yes."): each verdict then follows the two colours it is about, so the model
+    reads the video for one pair at a time, next to the words naming it.
+    """
+    if style not in THINK_STYLES:
+        raise ValueError(f"unknown reasoning style {style!r}; styles: {', '.join(THINK_STYLES)}")
     facts = choice_facts(record, annotation)
+    if style == "letters":
+        seen = _letters(facts.seen)
+    else:
+        seen = ", ".join(
+            f"{letter} {a} {b} {'yes' if letter in facts.seen else 'no'}"
+            for letter, (a, b) in zip(record.letters, facts.colors)
+        )
     if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
-        return f"<think>Seen: {_letters(facts.seen)}.</think><answer>{record.solution}</answer>"
-    return (
-        f"<think>Seen: {_letters(facts.seen)}. Without it: {_letters(facts.happens)}.</think>"
-        f"<answer>{record.solution}</answer>"
-    )
+        return f"<think>Seen: {seen}.</think><answer>{record.solution}</answer>"
+    return f"<think>Seen: {seen}. Without it: {_letters(facts.happens)}.</think><answer>{record.solution}</answer>"
 
 
 def collision_colors(annotation: Annotation) -> list[float]:
@@ -129,9 +147,9 @@ def load_annotations(records: list[Record], annotations: str | Path) -> list[Ann
     return [cache[int(r.extra["scene_index"])] for r in records]
 
 
-def reasoning_targets(records: list[Record], annotations: str | Path) -> list[str]:
+def reasoning_targets(records: list[Record], annotations: str | Path, style: str = "letters") -> list[str]:
     """`reasoning_target` of each record (annotations as `load_annotations` reads them)."""
-    return [reasoning_target(r, a) for r, a in zip(records, load_annotations(records, annotations))]
+    return [reasoning_target(r, a, style) for r, a in zip(records, load_annotations(records, annotations))]
 
 
 def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):
