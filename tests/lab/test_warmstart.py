@@ -287,3 +287,42 @@ def test_perception_steps_train_the_vision_tower_alone(tiny_qwen2_5_vl_dir, micr
     assert [row["step"] for row in log] == [1, 2, 3] and log[0]["phase"] == "perception"
     for row in log[1:]:
         assert row["loss"] == pytest.approx(row["completion_loss"] + 0.5 * row["perception_loss"], rel=1e-5)
+
+
+def test_description_records_by_hand(monkeypatch):
+    """Two open-ended questions per scene (one per scene, however many records it has): the colours of
+    its objects and the colour pairs that collide, in CLEVRER's colour order; nothing of the answer is in
+    the question's text."""
+    objects = {
+        0: {"color": "purple", "material": "rubber", "shape": "cube"},
+        1: {"color": "red", "material": "metal", "shape": "sphere"},
+        2: {"color": "cyan", "material": "rubber", "shape": "cylinder"},
+    }
+    annotations = {
+        7: Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))}),
+        8: Annotation(objects, set()),
+    }
+    records = [
+        parse_record(
+            {"problem": "Q", "options": ["x", "y"], "solution": "A", "video": "v7.mp4", "scene_index": 7}
+        ),
+        parse_record(
+            {"problem": "Q2", "options": ["x", "y"], "solution": "B", "video": "v7.mp4", "scene_index": 7}
+        ),
+        parse_record(
+            {"problem": "Q", "options": ["x", "y"], "solution": "A", "video": "v8.mp4", "scene_index": 8}
+        ),
+    ]
+    monkeypatch.setattr(
+        warmstart, "load_annotations", lambda rs, _: [annotations[int(r.extra["scene_index"])] for r in rs]
+    )
+    described, targets = warmstart.description_records(records, "unused")
+    assert [(r.problem, r.solution, r.extra["scene_index"], r.video) for r in described] == [
+        (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 7, "v7.mp4"),
+        (warmstart.DESCRIBE_COLLISIONS, "red cyan, red purple", 7, "v7.mp4"),
+        (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 8, "v8.mp4"),
+        (warmstart.DESCRIBE_COLLISIONS, "none", 8, "v8.mp4"),
+    ]
+    assert targets[1] == "<think>Seen: red cyan, red purple.</think><answer>red cyan, red purple</answer>"
+    assert all(r.problem_type == "free-form" and not r.options for r in described)
+    assert not any(c in r.problem for r in described for c in ("red", "cyan", "purple"))

@@ -37,7 +37,9 @@ class DemoPreset:
         warm_steps / warm_lr / warm_batch: the supervised warm start; warm_perception: weight of its
             perception loss (`videothinker.lab.warmstart.PerceptionHead`; 0: none);
             warm_perception_steps: steps of the vision tower alone on that loss before it;
-            warm_think: style of its chains of thought (`videothinker.lab.warmstart.reasoning_target`).
+            warm_think: style of its chains of thought (`videothinker.lab.warmstart.reasoning_target`);
+            warm_describe: add two open-ended descriptive questions per warm-start scene
+            (`videothinker.lab.warmstart.description_records`).
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
         eval_batch_size / max_new_tokens: greedy evaluation.
@@ -55,6 +57,7 @@ class DemoPreset:
     warm_perception: float = 0.0
     warm_perception_steps: int = 0
     warm_think: str = "letters"
+    warm_describe: bool = False
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5

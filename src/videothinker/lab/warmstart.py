@@ -25,7 +25,7 @@ import random
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,7 +33,7 @@ import torch
 from videothinker.config import VideoConfig
 from videothinker.console import print0, progress
 from videothinker.data.clevrer import COLORS, Annotation, parse_choice, parse_question, resolve
-from videothinker.data.records import Record
+from videothinker.data.records import FREE_FORM, Record
 
 IGNORE_INDEX = -100
 LOG_FILE = "log.jsonl"
@@ -134,6 +134,55 @@ def collision_colors(annotation: Annotation) -> list[float]:
         if colors in COLOR_PAIRS:
             labels[COLOR_PAIRS.index(colors)] = 1.0
     return labels
+
+
+DESCRIBE_COLORS = "What colors are the objects in the video?"
+DESCRIBE_COLLISIONS = "Which objects collide in the video? Name each pair by its colors."
+
+
+def description_records(records: list[Record], annotations: str | Path) -> tuple[list[Record], list[str]]:
+    """Two open-ended descriptive questions per scene of ``records`` (free-form, with their targets):
+    the colours of its objects, and the colour pairs that collide. Their text holds nothing of the
+    answer, so only the video can lower their loss: they make the warm start read the frames, where
+    a multiple-choice probe also lets the choices' text be learnt (the warm start's own probes and
+    questions alone led to models whose loss did not depend on the video, docs/DEMO.md).
+
+    Colours are listed in `COLORS` order; pairs by their colours in that order ("red blue, blue
+    green"), "none" when nothing collides. The records keep the scene's video and scene_index.
+    """
+    order = {c: i for i, c in enumerate(COLORS)}
+    out, targets, scenes = [], [], set()
+    for record, annotation in zip(records, load_annotations(records, annotations)):
+        scene = int(record.extra["scene_index"])
+        if scene in scenes or record.video is None:
+            continue
+        scenes.add(scene)
+        colors = sorted({o["color"] for o in annotation.objects.values()}, key=order.get)
+        pairs = sorted(
+            {
+                tuple(sorted((annotation.objects[i]["color"] for i in pair), key=order.get))
+                for pair in annotation.collisions
+            },
+            key=lambda ab: (order[ab[0]], order[ab[1]]),
+        )
+        said = ", ".join(f"{a} {b}" for a, b in pairs) or "none"
+        for problem, answer, think in (
+            (DESCRIBE_COLORS, ", ".join(colors), f"Seen: {', '.join(colors)}."),
+            (DESCRIBE_COLLISIONS, said, f"Seen: {said}."),
+        ):
+            out.append(
+                replace(
+                    record,
+                    problem=problem,
+                    options=[],
+                    solution=answer,
+                    problem_type=FREE_FORM,
+                    question_kind=None,
+                    id=f"{record.id}-describe-{len(out)}",
+                )
+            )
+            targets.append(f"<think>{think}</think><answer>{answer}</answer>")
+    return out, targets
 
 
 def load_annotations(records: list[Record], annotations: str | Path) -> list[Annotation]:
