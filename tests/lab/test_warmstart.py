@@ -98,6 +98,14 @@ def test_reasoning_target_by_hand():
     assert reasoning_target(probe, annotation, "pairs") == (
         "<think>Seen: A red blue yes, B yellow green no, C blue yellow no.</think><answer>A</answer>"
     )
+    # The "collisions" style: the clip's colliding pairs by colour first (red-blue, blue-green), then
+    # the letters.
+    assert reasoning_target(probe, annotation, "collisions") == (
+        "<think>Collisions: red blue, blue green. Seen: A.</think><answer>A</answer>"
+    )
+    assert reasoning_target(will_not, annotation, "collisions") == (
+        "<think>Collisions: red blue, blue green. Seen: A. Without it: none.</think><answer>A,B,C</answer>"
+    )
     with pytest.raises(ValueError, match="reasoning style"):
         reasoning_target(probe, annotation, "words")
 

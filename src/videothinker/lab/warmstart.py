@@ -91,7 +91,7 @@ def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
     return ChoiceFacts(seen, unseen, happens, negated, colors)
 
 
-THINK_STYLES = ("letters", "pairs")
+THINK_STYLES = ("letters", "pairs", "collisions")
 
 
 def reasoning_target(record: Record, annotation: Annotation, style: str = "letters") -> str:
@@ -101,21 +101,44 @@ def reasoning_target(record: Record, annotation: Annotation, style: str = "lette
     ``style`` "letters" lists the seen choices ("Seen: A, C."); "pairs" goes through every choice, its
     two objects' colours and whether the video shows their collision ("Seen: A cyan red yes, B blue
     red no, C purple cyan yes."): each verdict then follows the two colours it is about, so the model
-    reads the video for one pair at a time, next to the words naming it.
+    reads the video for one pair at a time, next to the words naming it; "collisions" first names the
+    clip's colliding pairs by colour, as `description_records` answers them, then the letters
+    ("Collisions: red cyan, cyan purple. Seen: A, C."): the video is read without the choices' text,
+    and the letters follow from matching that list against it.
     """
     if style not in THINK_STYLES:
         raise ValueError(f"unknown reasoning style {style!r}; styles: {', '.join(THINK_STYLES)}")
     facts = choice_facts(record, annotation)
-    if style == "letters":
-        seen = _letters(facts.seen)
-    else:
-        seen = ", ".join(
+    if style == "pairs":
+        think = "Seen: " + ", ".join(
             f"{letter} {a} {b} {'yes' if letter in facts.seen else 'no'}"
             for letter, (a, b) in zip(record.letters, facts.colors)
         )
+    else:
+        think = f"Seen: {_letters(facts.seen)}"
+        if style == "collisions":
+            think = f"Collisions: {collision_words(annotation)}. {think}"
     if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
-        return f"<think>Seen: {seen}.</think><answer>{record.solution}</answer>"
-    return f"<think>Seen: {seen}. Without it: {_letters(facts.happens)}.</think><answer>{record.solution}</answer>"
+        return f"<think>{think}.</think><answer>{record.solution}</answer>"
+    return f"<think>{think}. Without it: {_letters(facts.happens)}.</think><answer>{record.solution}</answer>"
+
+
+def collision_words(annotation: Annotation) -> str:
+    """The colliding pairs of a scene by colour, in `COLORS` order ("red cyan, cyan purple"), or "none".
+
+    >>> objects = {i: {"color": c} for i, c in enumerate(["purple", "red", "cyan"])}
+    >>> collision_words(Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))}))
+    'red cyan, red purple'
+    """
+    order = {c: i for i, c in enumerate(COLORS)}
+    pairs = sorted(
+        {
+            tuple(sorted((annotation.objects[i]["color"] for i in pair), key=order.get))
+            for pair in annotation.collisions
+        },
+        key=lambda ab: (order[ab[0]], order[ab[1]]),
+    )
+    return ", ".join(f"{a} {b}" for a, b in pairs) or "none"
 
 
 def collision_colors(annotation: Annotation) -> list[float]:
@@ -158,14 +181,7 @@ def description_records(records: list[Record], annotations: str | Path) -> tuple
             continue
         scenes.add(scene)
         colors = sorted({o["color"] for o in annotation.objects.values()}, key=order.get)
-        pairs = sorted(
-            {
-                tuple(sorted((annotation.objects[i]["color"] for i in pair), key=order.get))
-                for pair in annotation.collisions
-            },
-            key=lambda ab: (order[ab[0]], order[ab[1]]),
-        )
-        said = ", ".join(f"{a} {b}" for a, b in pairs) or "none"
+        said = collision_words(annotation)
         for problem, answer, think in (
             (DESCRIBE_COLORS, ", ".join(colors), f"Seen: {', '.join(colors)}."),
             (DESCRIBE_COLLISIONS, said, f"Seen: {said}."),
