@@ -84,6 +84,27 @@ def test_reasoning_target_by_hand():
         }
     )
     assert reasoning_target(probe, annotation) == "<think>Seen: A.</think><answer>A</answer>"
+    # Described: the clip's collisions in words (from the annotation, whatever the question) come first.
+    assert reasoning_target(probe, annotation, describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: A.</think><answer>A</answer>"
+    )
+    assert reasoning_target(middle, annotation, describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: none. Without it: A.</think><answer>A</answer>"
+    )
+
+
+def test_describe_collisions_by_hand():
+    from videothinker.lab.warmstart import describe_collisions
+
+    objects = {
+        0: {"color": "red", "material": "rubber", "shape": "cube"},
+        1: {"color": "red", "material": "metal", "shape": "sphere"},
+        2: {"color": "cyan", "material": "rubber", "shape": "cylinder"},
+    }
+    # A colour two objects share names them in full; pairs and their names sorted.
+    both = Annotation(objects, {frozenset((2, 1)), frozenset((0, 2))})
+    assert describe_collisions(both) == "Collisions: cyan-red metal sphere, cyan-red rubber cube."
+    assert describe_collisions(Annotation(objects, set())) == "Collisions: none."
 
 
 def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):

@@ -225,7 +225,7 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
 
     # Counterfactual questions of both kinds and the perception probes of the warm-start set.
     records = load_records(paths.records("warm")) + load_records(paths.seen_records("warm"))
-    targets = reasoning_targets(records, paths.lab("warm") / "annotations")
+    targets = reasoning_targets(records, paths.lab("warm") / "annotations", describe=preset.warm_describe)
     corpus = paths.warm_start / "corpus.txt"  # the warm-start questions and targets, never test data
     corpus.parent.mkdir(parents=True, exist_ok=True)
     lines = [line for r in records for line in (r.problem, *r.options)] + targets

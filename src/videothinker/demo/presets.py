@@ -34,6 +34,8 @@ class DemoPreset:
         model: sizes of the tiny Qwen2.5-VL (`videothinker.models.tiny.TinySizes` fields).
         video: frame sampling (`VideoConfig` fields), shared by warm start, training and evaluation.
         warm_steps / warm_lr / warm_batch: the supervised warm start.
+        warm_describe: warm-start completions open with the clip's collisions in words, in a
+            canonical order (`videothinker.lab.warmstart.describe_collisions`), before the choices.
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
         eval_batch_size / max_new_tokens: greedy evaluation.
@@ -48,6 +50,7 @@ class DemoPreset:
     warm_batch: int
     rl: dict[str, Any]
     stage_rl: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warm_describe: bool = False
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5

@@ -85,14 +85,39 @@ def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
     return ChoiceFacts(seen, unseen, happens, negated)
 
 
-def reasoning_target(record: Record, annotation: Annotation) -> str:
+def describe_collisions(annotation: Annotation) -> str:
+    """The clip's collisions in a canonical order, from the annotation alone (not the question): each
+    colliding pair as two object names joined by "-", the pairs sorted, "none" without a collision.
+    An object is named by its colour where no other object of the scene has it, else by colour,
+    material and shape.
+
+    >>> a = Annotation({0: {"color": "red", "material": "rubber", "shape": "cube"},
+    ...                 1: {"color": "blue", "material": "metal", "shape": "sphere"},
+    ...                 2: {"color": "green", "material": "rubber", "shape": "cube"}},
+    ...                {frozenset((0, 1)), frozenset((1, 2))})
+    >>> describe_collisions(a)
+    'Collisions: blue-green, blue-red.'
+    """
+    colours = [o["color"] for o in annotation.objects.values()]
+
+    def name(i: int) -> str:
+        o = annotation.objects[i]
+        return o["color"] if colours.count(o["color"]) == 1 else f"{o['color']} {o['material']} {o['shape']}"
+
+    pairs = sorted("-".join(sorted(name(i) for i in pair)) for pair in annotation.collisions)
+    return f"Collisions: {', '.join(pairs) if pairs else 'none'}."
+
+
+def reasoning_target(record: Record, annotation: Annotation, describe: bool = False) -> str:
     """The warm-start completion of a counterfactual record: what the video shows, what happens without
-    the removed object, and the answer (see the module docstring)."""
+    the removed object, and the answer (see the module docstring). With ``describe`` the thinking
+    opens with `describe_collisions` (what the clip shows, in words, before the choices' letters)."""
     facts = choice_facts(record, annotation)
+    opening = f"{describe_collisions(annotation)} " if describe else ""
     if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
-        return f"<think>Seen: {_letters(facts.seen)}.</think><answer>{record.solution}</answer>"
+        return f"<think>{opening}Seen: {_letters(facts.seen)}.</think><answer>{record.solution}</answer>"
     return (
-        f"<think>Seen: {_letters(facts.seen)}. Without it: {_letters(facts.happens)}.</think>"
+        f"<think>{opening}Seen: {_letters(facts.seen)}. Without it: {_letters(facts.happens)}.</think>"
         f"<answer>{record.solution}</answer>"
     )
 
@@ -108,9 +133,11 @@ def load_annotations(records: list[Record], annotations: str | Path) -> list[Ann
     return [cache[int(r.extra["scene_index"])] for r in records]
 
 
-def reasoning_targets(records: list[Record], annotations: str | Path) -> list[str]:
+def reasoning_targets(records: list[Record], annotations: str | Path, describe: bool = False) -> list[str]:
     """`reasoning_target` of each record (annotations as `load_annotations` reads them)."""
-    return [reasoning_target(r, a) for r, a in zip(records, load_annotations(records, annotations))]
+    return [
+        reasoning_target(r, a, describe) for r, a in zip(records, load_annotations(records, annotations))
+    ]
 
 
 def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):
