@@ -199,3 +199,63 @@ def test_warm_start_lowers_completion_loss(tiny_qwen2_5_vl_dir, micro_lab, tmp_p
     log = [json.loads(line) for line in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == list(range(1, 13))
     assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()
+
+
+def test_collisions_described_reads_the_opening_sentence_exactly():
+    from videothinker.lab.warmstart import collisions_described, describe_collisions, read_collisions
+
+    objects = {
+        0: {"color": "red", "material": "rubber", "shape": "cube"},
+        1: {"color": "blue", "material": "metal", "shape": "sphere"},
+        2: {"color": "green", "material": "rubber", "shape": "cylinder"},
+    }
+    annotation = Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))})
+    assert read_collisions("<think>Seen: A.</think>") is None
+    assert collisions_described(f"<think>{describe_collisions(annotation)} Seen: A.</think>", annotation)
+    # The pairs are a set: order does not matter; a missing, an extra or a wrong pair does.
+    assert collisions_described("<think>Collisions: blue-red, blue-green. Seen: A.</think>", annotation)
+    assert not collisions_described("<think>Collisions: blue-red. Seen: A.</think>", annotation)
+    assert not collisions_described("<think>Collisions: blue-red, blue-green, green-red.</think>", annotation)
+    assert not collisions_described("<think>Collisions: none.</think>", annotation)
+    assert not collisions_described("<think>Seen: A.</think>", annotation)
+    assert collisions_described("<think>Collisions: none.</think>", Annotation(objects, set()))
+
+
+def test_described_share_over_predictions(tmp_path):
+    from videothinker.demo.basemodel import described_share
+
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    scenes = {0: [[0, 1]], 1: []}  # scene 0: red and blue collide; scene 1: no collision
+    for index, collisions in scenes.items():
+        (annotations / f"annotation_{index:05d}.json").write_text(
+            json.dumps(
+                {
+                    "object_property": [
+                        {"object_id": 0, "color": "red", "material": "rubber", "shape": "cube"},
+                        {"object_id": 1, "color": "blue", "material": "metal", "shape": "sphere"},
+                    ],
+                    "collision": [{"object_ids": ids} for ids in collisions],
+                }
+            )
+        )
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        "\n".join(
+            json.dumps({"problem": "Q?", "options": ["A. x"], "solution": "<answer>A</answer>",
+                        "problem_id": f"{i}_0", "scene_index": i})
+            for i in scenes
+        )
+    )
+    rows = [
+        {"id": "0_0", "output": "<think>Collisions: blue-red. Seen: A.</think>"},  # right
+        {"id": "1_0", "output": "<think>Collisions: blue-red. Seen: A.</think>"},  # wrong: none there
+        {"id": "1_0", "output": "<think>Collisions: none. Seen: none.</think>"},  # right
+        {"id": "0_0", "output": "<answer>A</answer>"},  # no description: wrong
+        {"id": "9_0", "output": "<think>Collisions: none.</think>"},  # not one of the records: left out
+    ]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert described_share(predictions, [records], annotations) == pytest.approx(2 / 4)
+    predictions.write_text("")
+    assert described_share(predictions, [records], annotations) is None

@@ -210,7 +210,7 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         if not isinstance(current, dict):
             if rest:
                 raise ValueError(f"--set {item!r}: {head} is not a mapping")
-            changes[head] = tuple(value) if isinstance(current, tuple) else value
+            changes[head] = tuple(value) if isinstance(current, tuple) else _number(value, current, item)
         elif head == "stage_rl":
             stage, _, setting = rest.partition(".")
             if not setting:
@@ -219,5 +219,15 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         elif not rest:
             raise ValueError(f"--set {item!r}: {head} is a mapping; set one of its keys ({head}.KEY=VALUE)")
         else:
-            changes[head] = {**current, rest: value}
+            changes[head] = {**current, rest: _number(value, current.get(rest), item)}
     return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def _number(value: Any, current: Any, item: str) -> Any:
+    """``value`` as a float where the setting holds one: YAML reads ``3e-4`` (no dot) as a string."""
+    if isinstance(current, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: expected a number") from None
+    return value

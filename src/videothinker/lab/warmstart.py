@@ -108,6 +108,28 @@ def describe_collisions(annotation: Annotation) -> str:
     return f"Collisions: {', '.join(pairs) if pairs else 'none'}."
 
 
+def read_collisions(text: str) -> frozenset[str] | None:
+    """The pairs of the first "Collisions: ..." sentence of a completion (the `describe_collisions`
+    format); None when the completion has none.
+
+    >>> sorted(read_collisions("<think>Collisions: blue-red, green-red. Seen: A.</think>"))
+    ['blue-red', 'green-red']
+    >>> read_collisions("<think>Collisions: none. Seen: none.</think>")
+    frozenset()
+    """
+    start = text.find("Collisions: ")
+    if start < 0:
+        return None
+    body = text[start + len("Collisions: ") :].split(".", 1)[0]
+    return frozenset() if body == "none" else frozenset(p.strip() for p in body.split(","))
+
+
+def collisions_described(output: str, annotation: Annotation) -> bool:
+    """Whether a completion describes the clip's collisions exactly (every pair, no other)."""
+    said = read_collisions(output)
+    return said is not None and said == read_collisions(describe_collisions(annotation))
+
+
 def reasoning_target(record: Record, annotation: Annotation, describe: bool = False) -> str:
     """The warm-start completion of a counterfactual record: what the video shows, what happens without
     the removed object, and the answer (see the module docstring). With ``describe`` the thinking
