@@ -242,8 +242,15 @@ def test_described_share_over_predictions(tmp_path):
     records = tmp_path / "records.jsonl"
     records.write_text(
         "\n".join(
-            json.dumps({"problem": "Q?", "options": ["A. x"], "solution": "<answer>A</answer>",
-                        "problem_id": f"{i}_0", "scene_index": i})
+            json.dumps(
+                {
+                    "problem": "Q?",
+                    "options": ["A. x"],
+                    "solution": "<answer>A</answer>",
+                    "problem_id": f"{i}_0",
+                    "scene_index": i,
+                }
+            )
             for i in scenes
         )
     )

@@ -157,9 +157,7 @@ def load_annotations(records: list[Record], annotations: str | Path) -> list[Ann
 
 def reasoning_targets(records: list[Record], annotations: str | Path, describe: bool = False) -> list[str]:
     """`reasoning_target` of each record (annotations as `load_annotations` reads them)."""
-    return [
-        reasoning_target(r, a, describe) for r, a in zip(records, load_annotations(records, annotations))
-    ]
+    return [reasoning_target(r, a, describe) for r, a in zip(records, load_annotations(records, annotations))]
 
 
 def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):
