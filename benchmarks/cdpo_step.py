@@ -77,6 +77,11 @@ def main() -> None:
         action="store_true",
         help="fp32 policy weights with bf16 autocast (the paper presets)",
     )
+    parser.add_argument(
+        "--paths",
+        default="lean,naive,reference_code",
+        help="comma-separated log-prob paths to time (lean first; naive and reference_code sample with generate)",
+    )
     parser.add_argument("--out", default="cdpo_step.json")
     args = parser.parse_args()
     G, T = args.generations, args.completion_tokens
@@ -109,11 +114,15 @@ def main() -> None:
         pad_token_id=0,
     )
 
-    logprob_fns = {
+    all_fns = {
         "lean": completion_logprobs,
         "naive": naive_completion_logprobs,
         "reference_code": reference_code_logprobs,
     }
+    paths = args.paths.split(",")
+    if paths[0] != "lean" or any(p not in all_fns for p in paths):
+        parser.error(f"--paths: lean first, then any of naive, reference_code; got {args.paths!r}")
+    logprob_fns = {p: all_fns[p] for p in paths}
 
     def sample(path):
         policy.eval()
@@ -232,7 +241,7 @@ def main() -> None:
             "update_time": lean["update_s"] / results[other]["update_s"],
             "sample_time": lean["sample_s"] / results[other]["sample_s"],
         }
-        for other in ("naive", "reference_code")
+        for other in paths[1:]
     }
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)

@@ -47,6 +47,8 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_bf16_4bit": ("3b", "paper_qwen2_5_vl_3b_cdpo_48gb", ["optim=adamw_torch_4bit"]),
     "7b_bf16_8bit": ("7b", "paper_qwen2_5_vl_7b_cdpo", []),
     "7b_bf16_sr": ("7b", "paper_qwen2_5_vl_7b_cdpo", ["optim=adamw_torch_bf16_sr"]),
+    # FSDP2 at world size 1 (one process; the memory model of docs/TRAINING.md at N = 1)
+    "3b_fp32_fsdp_1gpu": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["distributed.strategy=fsdp"]),
     # two GPUs: the paper's settings (fp32 masters, AdamW), the 3B replicated or sharded, the 7B sharded
     "3b_fp32_master_2gpu": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),
     "3b_fp32_fsdp_2gpu": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["distributed.strategy=fsdp"]),

@@ -4,7 +4,8 @@
 # network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
 #
 #   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, 3 families) + ms per decode step
-#   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768)
+#   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768;
+#                                  # lean and the reference code's way); PAPER_ONLY=1: the paper setting alone
 #   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset, engine vs generate (3B, random init)
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer vs videothinker on the image task (wheels in .whl/)
 set -uo pipefail
@@ -21,10 +22,10 @@ case "$part" in
         | tee "$OUT/decode.txt"
     ;;
 2)
-    (cd benchmarks && python cdpo_step.py --repeats 2 --out "$OUT/cdpo_step_engine.json") 2>&1 \
-        | tee "$OUT/cdpo_step_engine.txt"
+    [[ "${PAPER_ONLY:-0}" == 1 ]] || (cd benchmarks && python cdpo_step.py --repeats 2 \
+        --out "$OUT/cdpo_step_engine.json") 2>&1 | tee "$OUT/cdpo_step_engine.txt"
     (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
-        --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
+        --paths lean,reference_code --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
     ;;
 3)
     python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_fp32_master_compiled,3b_fp32_master_generate \

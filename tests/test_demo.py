@@ -153,6 +153,16 @@ def test_presets_and_overrides():
         apply_overrides(get_preset("default"), ["nonsense=1"])
     with pytest.raises(ValueError, match="is a mapping"):
         apply_overrides(get_preset("default"), ["model=3"])
+    # YAML reads 3e-4 (no dot) as a string: a float setting takes it as the number.
+    numbers = apply_overrides(
+        get_preset("default"), ["warm_lr=3e-4", "rl.grpo.learning_rate=1e-5", "warm_steps=9"]
+    )
+    assert numbers.warm_lr == 3e-4 and isinstance(numbers.warm_lr, float)
+    assert numbers.rl["grpo.learning_rate"] == 1e-5 and numbers.warm_steps == 9
+    assert apply_overrides(get_preset("default"), ["warm_lr=1"]).warm_lr == 1.0
+    with pytest.raises(ValueError, match="expected a number"):
+        apply_overrides(get_preset("default"), ["warm_lr=fast"])
+    assert apply_overrides(get_preset("default"), ["warm_describe=true"]).warm_describe is True
 
 
 def test_answer_prior_by_hand(tmp_path):

@@ -98,16 +98,34 @@ def test_reasoning_target_by_hand():
     assert reasoning_target(probe, annotation, "pairs") == (
         "<think>Seen: A red blue yes, B yellow green no, C blue yellow no.</think><answer>A</answer>"
     )
-    # The "collisions" style: the clip's colliding pairs by colour first (red-blue, blue-green), then
-    # the letters.
-    assert reasoning_target(probe, annotation, "collisions") == (
-        "<think>Collisions: red blue, blue green. Seen: A.</think><answer>A</answer>"
-    )
-    assert reasoning_target(will_not, annotation, "collisions") == (
-        "<think>Collisions: red blue, blue green. Seen: A. Without it: none.</think><answer>A,B,C</answer>"
-    )
     with pytest.raises(ValueError, match="reasoning style"):
         reasoning_target(probe, annotation, "words")
+    # Described: the clip's collisions in words (from the annotation, whatever the question) come first,
+    # before either style.
+    assert reasoning_target(probe, annotation, describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: A.</think><answer>A</answer>"
+    )
+    assert reasoning_target(middle, annotation, describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: none. Without it: A.</think><answer>A</answer>"
+    )
+    assert reasoning_target(will_not, annotation, "pairs", describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: A blue green yes, B yellow green no, C blue yellow no."
+        " Without it: none.</think><answer>A,B,C</answer>"
+    )
+
+
+def test_describe_collisions_by_hand():
+    from videothinker.lab.warmstart import describe_collisions
+
+    objects = {
+        0: {"color": "red", "material": "rubber", "shape": "cube"},
+        1: {"color": "red", "material": "metal", "shape": "sphere"},
+        2: {"color": "cyan", "material": "rubber", "shape": "cylinder"},
+    }
+    # A colour two objects share names them in full; pairs and their names sorted.
+    both = Annotation(objects, {frozenset((2, 1)), frozenset((0, 2))})
+    assert describe_collisions(both) == "Collisions: cyan-red metal sphere, cyan-red rubber cube."
+    assert describe_collisions(Annotation(objects, set())) == "Collisions: none."
 
 
 def test_label_mask_covers_exactly_the_completion_tokens(tiny_qwen2_5_vl_dir):
@@ -299,8 +317,8 @@ def test_perception_steps_train_the_vision_tower_alone(tiny_qwen2_5_vl_dir, micr
 
 def test_description_records_by_hand(monkeypatch):
     """Two open-ended questions per scene (one per scene, however many records it has): the colours of
-    its objects and the colour pairs that collide, in CLEVRER's colour order; nothing of the answer is in
-    the question's text."""
+    its objects (in CLEVRER's colour order) and the pairs that collide (as the described warm start names
+    them); nothing of the answer is in the question's text."""
     objects = {
         0: {"color": "purple", "material": "rubber", "shape": "cube"},
         1: {"color": "red", "material": "metal", "shape": "sphere"},
@@ -327,10 +345,77 @@ def test_description_records_by_hand(monkeypatch):
     described, targets = warmstart.description_records(records, "unused")
     assert [(r.problem, r.solution, r.extra["scene_index"], r.video) for r in described] == [
         (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 7, "v7.mp4"),
-        (warmstart.DESCRIBE_COLLISIONS, "red cyan, red purple", 7, "v7.mp4"),
+        (warmstart.DESCRIBE_COLLISIONS, "cyan-red, purple-red", 7, "v7.mp4"),
         (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 8, "v8.mp4"),
         (warmstart.DESCRIBE_COLLISIONS, "none", 8, "v8.mp4"),
     ]
-    assert targets[1] == "<think>Seen: red cyan, red purple.</think><answer>red cyan, red purple</answer>"
+    assert targets[1] == "<think>Seen: cyan-red, purple-red.</think><answer>cyan-red, purple-red</answer>"
     assert all(r.problem_type == "free-form" and not r.options for r in described)
     assert not any(c in r.problem for r in described for c in ("red", "cyan", "purple"))
+
+
+def test_collisions_described_reads_the_opening_sentence_exactly():
+    from videothinker.lab.warmstart import collisions_described, describe_collisions, read_collisions
+
+    objects = {
+        0: {"color": "red", "material": "rubber", "shape": "cube"},
+        1: {"color": "blue", "material": "metal", "shape": "sphere"},
+        2: {"color": "green", "material": "rubber", "shape": "cylinder"},
+    }
+    annotation = Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))})
+    assert read_collisions("<think>Seen: A.</think>") is None
+    assert collisions_described(f"<think>{describe_collisions(annotation)} Seen: A.</think>", annotation)
+    # The pairs are a set: order does not matter; a missing, an extra or a wrong pair does.
+    assert collisions_described("<think>Collisions: blue-red, blue-green. Seen: A.</think>", annotation)
+    assert not collisions_described("<think>Collisions: blue-red. Seen: A.</think>", annotation)
+    assert not collisions_described("<think>Collisions: blue-red, blue-green, green-red.</think>", annotation)
+    assert not collisions_described("<think>Collisions: none.</think>", annotation)
+    assert not collisions_described("<think>Seen: A.</think>", annotation)
+    assert collisions_described("<think>Collisions: none.</think>", Annotation(objects, set()))
+
+
+def test_described_share_over_predictions(tmp_path):
+    from videothinker.demo.basemodel import described_share
+
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    scenes = {0: [[0, 1]], 1: []}  # scene 0: red and blue collide; scene 1: no collision
+    for index, collisions in scenes.items():
+        (annotations / f"annotation_{index:05d}.json").write_text(
+            json.dumps(
+                {
+                    "object_property": [
+                        {"object_id": 0, "color": "red", "material": "rubber", "shape": "cube"},
+                        {"object_id": 1, "color": "blue", "material": "metal", "shape": "sphere"},
+                    ],
+                    "collision": [{"object_ids": ids} for ids in collisions],
+                }
+            )
+        )
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "problem": "Q?",
+                    "options": ["A. x"],
+                    "solution": "<answer>A</answer>",
+                    "problem_id": f"{i}_0",
+                    "scene_index": i,
+                }
+            )
+            for i in scenes
+        )
+    )
+    rows = [
+        {"id": "0_0", "output": "<think>Collisions: blue-red. Seen: A.</think>"},  # right
+        {"id": "1_0", "output": "<think>Collisions: blue-red. Seen: A.</think>"},  # wrong: none there
+        {"id": "1_0", "output": "<think>Collisions: none. Seen: none.</think>"},  # right
+        {"id": "0_0", "output": "<answer>A</answer>"},  # no description: wrong
+        {"id": "9_0", "output": "<think>Collisions: none.</think>"},  # not one of the records: left out
+    ]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert described_share(predictions, [records], annotations) == pytest.approx(2 / 4)
+    predictions.write_text("")
+    assert described_share(predictions, [records], annotations) is None

@@ -41,8 +41,9 @@ needs_torchrun = pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchru
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
-    """Six records over three small videos, both question kinds."""
-    from videothinker.data.video import write_video
+    """Six records over three small videos (PNG frame folders: no PyAV needed, as on the GPU machine),
+    both question kinds."""
+    from videothinker.lab.generate import write_frames
 
     root = tmp_path_factory.mktemp("fsdp-data")
     out = []
@@ -50,7 +51,7 @@ def records(tmp_path_factory) -> Path:
         frames = torch.randint(
             0, 255, (8, 56, 56, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)
         )
-        write_video(root / f"v{i}.mp4", frames.numpy(), fps=4)
+        write_frames(root / f"v{i}", frames.numpy())
         for j, kind in enumerate(("observational", "inferential")):
             out.append(
                 {
@@ -58,7 +59,9 @@ def records(tmp_path_factory) -> Path:
                     "options": ["A. They collide", "B. The cube moves", "C. Nothing"],
                     "solution": "<answer>A,C</answer>" if j else "<answer>B</answer>",
                     "problem_type": "multiple choice",
-                    "video": f"v{i}.mp4",
+                    "video": f"v{i}",
+                    "data_type": "frame",
+                    "fps": 4,
                     "question_kind": kind,
                 }
             )

@@ -46,6 +46,25 @@ def targets_met(measured: dict[str, float | None], prior: dict[str, float]) -> d
     }
 
 
+def described_share(
+    predictions: str | Path, records: list[str | Path], annotations: str | Path
+) -> float | None:
+    """Share of the outputs in ``predictions`` (an eval predictions.jsonl over ``records``) that describe
+    their clip's collisions exactly (`videothinker.lab.warmstart.collisions_described`), read against
+    the lab set's ``annotations`` folder; None without predictions."""
+    from videothinker.data.records import load_records
+    from videothinker.lab.warmstart import collisions_described, load_annotations
+
+    # A question and its scene's probe may share an id ("<scene>_<n>"): either names the same scene.
+    by_id = {r.id: r for path in records for r in load_records(path)}
+    rows = [json.loads(line) for line in Path(predictions).read_text(encoding="utf-8").splitlines() if line]
+    rows = [row for row in rows if row["id"] in by_id]
+    if not rows:
+        return None
+    annotated = load_annotations([by_id[row["id"]] for row in rows], annotations)
+    return sum(collisions_described(row["output"], a) for row, a in zip(rows, annotated)) / len(rows)
+
+
 def run_base_model(
     out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "auto"
 ) -> dict[str, Any]:
@@ -89,6 +108,12 @@ def run_base_model(
     metrics = read_metrics(paths.eval("base-val"))
     prior = answer_prior([paths.records("warm")], paths.records("val"))
     measured = {k: accuracy(metrics, k) for k in ("seen", "observational", "inferential", "overall")}
+    if preset.warm_describe:  # how often its opening description of the clip is exact
+        measured["described"] = described_share(
+            paths.eval("base-val") / "predictions.jsonl",
+            [paths.records("val"), paths.seen_records("val")],
+            paths.lab("val") / "annotations",
+        )
     result = {
         "preset": preset.name,
         "seed": seed,
@@ -103,8 +128,9 @@ def run_base_model(
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
+    described = "" if "described" not in measured else f"collisions described {pct(measured['described'])}, "
     print0(
-        f"base model on the validation set: seen {pct(measured['seen'])}, observational "
+        f"base model on the validation set: {described}seen {pct(measured['seen'])}, observational "
         f"{pct(measured['observational'])}, inferential {pct(measured['inferential'])} (text-only prior "
         f"{pct(prior.get('observational'))} / {pct(prior.get('inferential'))}); targets met: "
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in result["targets"].items())

@@ -233,8 +233,10 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
 
     # Counterfactual questions of both kinds and the perception probes of the warm-start set.
     records = load_records(paths.records("warm")) + load_records(paths.seen_records("warm"))
-    targets = reasoning_targets(records, paths.lab("warm") / "annotations", preset.warm_think)
-    if preset.warm_describe:  # open-ended questions whose answers only the video holds
+    targets = reasoning_targets(
+        records, paths.lab("warm") / "annotations", preset.warm_think, describe=preset.warm_describe
+    )
+    if preset.warm_describe_questions:  # open-ended questions whose answers only the video holds
         described, described_targets = description_records(records, paths.lab("warm") / "annotations")
         records, targets = records + described, targets + described_targets
     corpus = paths.warm_start / "corpus.txt"  # the warm-start questions and targets, never test data

@@ -38,7 +38,9 @@ class DemoPreset:
             perception loss (`videothinker.lab.warmstart.PerceptionHead`; 0: none);
             warm_perception_steps: steps of the vision tower alone on that loss before it;
             warm_think: style of its chains of thought (`videothinker.lab.warmstart.reasoning_target`);
-            warm_describe: add two open-ended descriptive questions per warm-start scene
+            warm_describe: its completions open with the clip's collisions in words, in a canonical
+            order (`videothinker.lab.warmstart.describe_collisions`), before the choices;
+            warm_describe_questions: add two open-ended descriptive questions per warm-start scene
             (`videothinker.lab.warmstart.description_records`).
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
@@ -58,6 +60,7 @@ class DemoPreset:
     warm_perception_steps: int = 0
     warm_think: str = "letters"
     warm_describe: bool = False
+    warm_describe_questions: bool = False
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5
@@ -218,7 +221,7 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         if not isinstance(current, dict):
             if rest:
                 raise ValueError(f"--set {item!r}: {head} is not a mapping")
-            changes[head] = tuple(value) if isinstance(current, tuple) else value
+            changes[head] = tuple(value) if isinstance(current, tuple) else _number(value, current, item)
         elif head == "stage_rl":
             stage, _, setting = rest.partition(".")
             if not setting:
@@ -227,5 +230,15 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         elif not rest:
             raise ValueError(f"--set {item!r}: {head} is a mapping; set one of its keys ({head}.KEY=VALUE)")
         else:
-            changes[head] = {**current, rest: value}
+            changes[head] = {**current, rest: _number(value, current.get(rest), item)}
     return dataclasses.replace(preset, **changes) if changes else preset
+
+
+def _number(value: Any, current: Any, item: str) -> Any:
+    """``value`` as a float where the setting holds one: YAML reads ``3e-4`` (no dot) as a string."""
+    if isinstance(current, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: expected a number") from None
+    return value

@@ -91,20 +91,21 @@ def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
     return ChoiceFacts(seen, unseen, happens, negated, colors)
 
 
-THINK_STYLES = ("letters", "pairs", "collisions")
+THINK_STYLES = ("letters", "pairs")
 
 
-def reasoning_target(record: Record, annotation: Annotation, style: str = "letters") -> str:
+def reasoning_target(
+    record: Record, annotation: Annotation, style: str = "letters", describe: bool = False
+) -> str:
     """The warm-start completion of a counterfactual record: what the video shows, what happens without
     the removed object, and the answer (see the module docstring).
 
     ``style`` "letters" lists the seen choices ("Seen: A, C."); "pairs" goes through every choice, its
     two objects' colours and whether the video shows their collision ("Seen: A cyan red yes, B blue
     red no, C purple cyan yes."): each verdict then follows the two colours it is about, so the model
-    reads the video for one pair at a time, next to the words naming it; "collisions" first names the
-    clip's colliding pairs by colour, as `description_records` answers them, then the letters
-    ("Collisions: red cyan, cyan purple. Seen: A, C."): the video is read without the choices' text,
-    and the letters follow from matching that list against it.
+    reads the video for one pair at a time, next to the words naming it. With ``describe`` the
+    thinking opens with `describe_collisions` ("Collisions: blue-green, blue-red."): the video is read
+    in words without the choices' text, and the letters follow from matching that list against them.
     """
     if style not in THINK_STYLES:
         raise ValueError(f"unknown reasoning style {style!r}; styles: {', '.join(THINK_STYLES)}")
@@ -116,29 +117,64 @@ def reasoning_target(record: Record, annotation: Annotation, style: str = "lette
         )
     else:
         think = f"Seen: {_letters(facts.seen)}"
-        if style == "collisions":
-            think = f"Collisions: {collision_words(annotation)}. {think}"
+    if describe:
+        think = f"{describe_collisions(annotation)} {think}"
     if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
         return f"<think>{think}.</think><answer>{record.solution}</answer>"
     return f"<think>{think}. Without it: {_letters(facts.happens)}.</think><answer>{record.solution}</answer>"
 
 
-def collision_words(annotation: Annotation) -> str:
-    """The colliding pairs of a scene by colour, in `COLORS` order ("red cyan, cyan purple"), or "none".
+def collision_names(annotation: Annotation) -> list[str]:
+    """The clip's colliding pairs, each as two object names joined by "-" and sorted, the pairs sorted:
+    an object is named by its colour where no other object of the scene has it, else by colour,
+    material and shape.
 
-    >>> objects = {i: {"color": c} for i, c in enumerate(["purple", "red", "cyan"])}
-    >>> collision_words(Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))}))
-    'red cyan, red purple'
+    >>> a = Annotation({0: {"color": "red", "material": "rubber", "shape": "cube"},
+    ...                 1: {"color": "blue", "material": "metal", "shape": "sphere"},
+    ...                 2: {"color": "green", "material": "rubber", "shape": "cube"}},
+    ...                {frozenset((0, 1)), frozenset((1, 2))})
+    >>> collision_names(a)
+    ['blue-green', 'blue-red']
     """
-    order = {c: i for i, c in enumerate(COLORS)}
-    pairs = sorted(
-        {
-            tuple(sorted((annotation.objects[i]["color"] for i in pair), key=order.get))
-            for pair in annotation.collisions
-        },
-        key=lambda ab: (order[ab[0]], order[ab[1]]),
-    )
-    return ", ".join(f"{a} {b}" for a, b in pairs) or "none"
+    colours = [o["color"] for o in annotation.objects.values()]
+
+    def name(i: int) -> str:
+        o = annotation.objects[i]
+        return o["color"] if colours.count(o["color"]) == 1 else f"{o['color']} {o['material']} {o['shape']}"
+
+    return sorted("-".join(sorted(name(i) for i in pair)) for pair in annotation.collisions)
+
+
+def describe_collisions(annotation: Annotation) -> str:
+    """The clip's collisions in a canonical order, from the annotation alone (not the question): the
+    `collision_names` after "Collisions: ", "none" without a collision.
+
+    >>> describe_collisions(Annotation({0: {"color": "red"}}, set()))
+    'Collisions: none.'
+    """
+    return f"Collisions: {', '.join(collision_names(annotation)) or 'none'}."
+
+
+def read_collisions(text: str) -> frozenset[str] | None:
+    """The pairs of the first "Collisions: ..." sentence of a completion (the `describe_collisions`
+    format); None when the completion has none.
+
+    >>> sorted(read_collisions("<think>Collisions: blue-red, green-red. Seen: A.</think>"))
+    ['blue-red', 'green-red']
+    >>> read_collisions("<think>Collisions: none. Seen: none.</think>")
+    frozenset()
+    """
+    start = text.find("Collisions: ")
+    if start < 0:
+        return None
+    body = text[start + len("Collisions: ") :].split(".", 1)[0]
+    return frozenset() if body == "none" else frozenset(p.strip() for p in body.split(","))
+
+
+def collisions_described(output: str, annotation: Annotation) -> bool:
+    """Whether a completion describes the clip's collisions exactly (every pair, no other)."""
+    said = read_collisions(output)
+    return said is not None and said == read_collisions(describe_collisions(annotation))
 
 
 def collision_colors(annotation: Annotation) -> list[float]:
@@ -170,8 +206,8 @@ def description_records(records: list[Record], annotations: str | Path) -> tuple
     a multiple-choice probe also lets the choices' text be learnt (the warm start's own probes and
     questions alone led to models whose loss did not depend on the video, docs/DEMO.md).
 
-    Colours are listed in `COLORS` order; pairs by their colours in that order ("red blue, blue
-    green"), "none" when nothing collides. The records keep the scene's video and scene_index.
+    Colours are listed in `COLORS` order; pairs as `collision_names` writes them ("blue-green,
+    blue-red"), "none" when nothing collides. The records keep the scene's video and scene_index.
     """
     order = {c: i for i, c in enumerate(COLORS)}
     out, targets, scenes = [], [], set()
@@ -181,7 +217,7 @@ def description_records(records: list[Record], annotations: str | Path) -> tuple
             continue
         scenes.add(scene)
         colors = sorted({o["color"] for o in annotation.objects.values()}, key=order.get)
-        said = collision_words(annotation)
+        said = ", ".join(collision_names(annotation)) or "none"
         for problem, answer, think in (
             (DESCRIBE_COLORS, ", ".join(colors), f"Seen: {', '.join(colors)}."),
             (DESCRIBE_COLLISIONS, said, f"Seen: {said}."),
@@ -212,9 +248,14 @@ def load_annotations(records: list[Record], annotations: str | Path) -> list[Ann
     return [cache[int(r.extra["scene_index"])] for r in records]
 
 
-def reasoning_targets(records: list[Record], annotations: str | Path, style: str = "letters") -> list[str]:
+def reasoning_targets(
+    records: list[Record], annotations: str | Path, style: str = "letters", describe: bool = False
+) -> list[str]:
     """`reasoning_target` of each record (annotations as `load_annotations` reads them)."""
-    return [reasoning_target(r, a, style) for r, a in zip(records, load_annotations(records, annotations))]
+    return [
+        reasoning_target(r, a, style, describe)
+        for r, a in zip(records, load_annotations(records, annotations))
+    ]
 
 
 def completion_batch(processor, prompts: list[str], visuals: list, completions: list[str]):
