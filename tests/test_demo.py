@@ -160,7 +160,7 @@ def test_presets_and_overrides():
     assert numbers.warm_lr == 3e-4 and isinstance(numbers.warm_lr, float)
     assert numbers.rl["grpo.learning_rate"] == 1e-5 and numbers.warm_steps == 9
     assert apply_overrides(get_preset("default"), ["warm_lr=1"]).warm_lr == 1.0
-    with pytest.raises(ValueError, match="expected a number"):
+    with pytest.raises(ValueError, match="'warm_lr': expected float"):
         apply_overrides(get_preset("default"), ["warm_lr=fast"])
     assert apply_overrides(get_preset("default"), ["warm_describe=true"]).warm_describe is True
 

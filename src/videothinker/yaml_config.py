@@ -33,7 +33,7 @@ def choice_problems(name: str, value: Any, choices: typing.Iterable[Any]) -> lis
     )
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def coerce_value(value: Any, annotation: Any, key: str) -> Any:
     """Coerce a YAML value to a field's type: int -> float, numeric strings (YAML 1.1 reads ``1e-6``
     as a string) -> float or int, a scalar -> a one-item list, list items to the item type."""
     origin = typing.get_origin(annotation)
@@ -42,7 +42,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(value, non_none[0], key) if len(non_none) == 1 else value
+        return coerce_value(value, non_none[0], key) if len(non_none) == 1 else value
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
@@ -58,7 +58,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin in (list, tuple):
         items = list(value) if isinstance(value, list | tuple) else [value]
         if args and origin is list:
-            items = [_coerce(item, args[0], key) for item in items]
+            items = [coerce_value(item, args[0], key) for item in items]
         return items if origin is list else tuple(items)
     if annotation in (float, int, bool, str):
         raise ValueError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
@@ -103,7 +103,7 @@ def apply_overrides(root: Any, values: dict[str, Any], *, origin: str) -> None:
             )
         owner = owners[0]
         hints = typing.get_type_hints(type(owner))
-        setattr(owner, key, _coerce(value, hints[key], key))
+        setattr(owner, key, coerce_value(value, hints[key], key))
 
 
 def _has_field(obj: Any, name: str) -> bool:

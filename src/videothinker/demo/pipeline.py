@@ -193,22 +193,17 @@ def make_data(
         lab = paths.lab(split)
         generate_lab(lab, config)
         frame_fps = float(preset.fps) if preset.video_format == "png" else None
-        records, report = convert(
-            lab / "questions.json",
-            lab / "annotations",
-            lab / "videos",
-            paths.records(split),
-            frame_fps=frame_fps,
-        )
-        write_records(records, paths.records(split))
-        probes, probe_report = convert(
-            lab / "seen.json",
-            lab / "annotations",
-            lab / "videos",
-            paths.seen_records(split),
-            frame_fps=frame_fps,
-        )
-        write_records(probes, paths.seen_records(split))
+        reports = []
+        for questions, out in (
+            ("questions.json", paths.records(split)),
+            ("seen.json", paths.seen_records(split)),
+        ):
+            converted, converted_report = convert(
+                lab / questions, lab / "annotations", lab / "videos", out, frame_fps=frame_fps
+            )
+            write_records(converted, out)
+            reports.append(converted_report)
+        report, probe_report = reports
         counts[split] = {**report.kept, **probe_report.kept}
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(report.kept.items()))
         print0(

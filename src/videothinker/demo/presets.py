@@ -204,10 +204,15 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
     """A preset with ``FIELD=VALUE`` changes (values are YAML scalars): a field (``warm_steps=300``), a key
     of a mapping field (``model.hidden_size=256``, ``rl.grpo.max_steps=40``, ``video.max_frames=16``) or
     of one stage's settings (``stage_rl.cdpo.grpo.beta=-0.05``)."""
+    import typing
+
     import yaml
+
+    from videothinker.yaml_config import coerce_value
 
     changes: dict[str, Any] = {}
     names = {f.name: f for f in dataclasses.fields(DemoPreset)}
+    hints = typing.get_type_hints(DemoPreset)
     for item in items:
         key, sep, raw = item.partition("=")
         head, _, rest = key.strip().partition(".")
@@ -221,7 +226,9 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         if not isinstance(current, dict):
             if rest:
                 raise ValueError(f"--set {item!r}: {head} is not a mapping")
-            changes[head] = tuple(value) if isinstance(current, tuple) else _number(value, current, item)
+            changes[head] = (
+                tuple(value) if isinstance(current, tuple) else coerce_value(value, hints[head], key.strip())
+            )
         elif head == "stage_rl":
             stage, _, setting = rest.partition(".")
             if not setting:
@@ -230,15 +237,7 @@ def apply_overrides(preset: DemoPreset, items: list[str]) -> DemoPreset:
         elif not rest:
             raise ValueError(f"--set {item!r}: {head} is a mapping; set one of its keys ({head}.KEY=VALUE)")
         else:
-            changes[head] = {**current, rest: _number(value, current.get(rest), item)}
+            # a mapping's keys have no declared type: a float setting takes numbers as floats
+            number = isinstance(current.get(rest), float)
+            changes[head] = {**current, rest: coerce_value(value, float, key.strip()) if number else value}
     return dataclasses.replace(preset, **changes) if changes else preset
-
-
-def _number(value: Any, current: Any, item: str) -> Any:
-    """``value`` as a float where the setting holds one: YAML reads ``3e-4`` (no dot) as a string."""
-    if isinstance(current, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"--set {item!r}: expected a number") from None
-    return value

@@ -174,7 +174,7 @@ def read_collisions(text: str) -> frozenset[str] | None:
 def collisions_described(output: str, annotation: Annotation) -> bool:
     """Whether a completion describes the clip's collisions exactly (every pair, no other)."""
     said = read_collisions(output)
-    return said is not None and said == read_collisions(describe_collisions(annotation))
+    return said is not None and said == frozenset(collision_names(annotation))
 
 
 def collision_colors(annotation: Annotation) -> list[float]:
