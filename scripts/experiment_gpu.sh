@@ -9,7 +9,8 @@
 # /tmp/videothinker-MODE); the light results (reports, plots, metrics, predictions, logs, phase times;
 # no frames, no weights) are packed into ONE file, $OUT/MODE.tgz ($OUT brings back at most 8 files).
 # A command stopped by its guard (GUARD seconds, default 570) still packs what it finished; rerunning
-# on the same machine resumes.
+# on the same machine resumes. With KEEP_MODEL=1, mode base also packs the base model (weights in
+# bfloat16, so that a 4-block model stays under $OUT's 16 MiB a file) into $OUT/base-model.tgz.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: experiment_gpu.sh base|experiment [options]}
@@ -35,3 +36,17 @@ echo "$MODE: exit ${PIPESTATUS[0]}, $((SECONDS / 60))m $((SECONDS % 60))s" | tee
 tar -C "$WORK" -czf "$RESULTS/$MODE.tgz" --exclude='./lab' --exclude='./*/lab' --exclude='*.safetensors' \
     --exclude='checkpoint-*' --exclude='.final.tmp' --exclude='corpus.txt' .
 ls -la "$RESULTS/$MODE.tgz"
+FINAL="$WORK/seed-0/models/warm-start/final"
+if [ "$MODE" = base ] && [ "${KEEP_MODEL:-0}" = 1 ] && [ -d "$FINAL" ]; then
+  rm -rf "$WORK/base-model" && cp -r "$FINAL" "$WORK/base-model" && cp "$WORK/seed-0/demo.json" "$WORK/base-model/"
+  python - "$WORK/base-model" <<'PY'
+import sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+import torch
+for path in Path(sys.argv[1]).glob("*.safetensors"):
+    tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+PY
+  tar -C "$WORK" -czf "$RESULTS/base-model.tgz" base-model && ls -la "$RESULTS/base-model.tgz"
+fi

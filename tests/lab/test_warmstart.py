@@ -112,6 +112,19 @@ def test_reasoning_target_by_hand():
         "<think>Collisions: blue-green, blue-red. Seen: A blue green yes, B yellow green no, C blue yellow no."
         " Without it: none.</think><answer>A,B,C</answer>"
     )
+    # The "lookup" style: each pair named as the description names collisions (colours sorted, "-"),
+    # and a verdict per choice for the counterfactual too.
+    assert reasoning_target(middle, annotation, "lookup", describe=True) == (
+        "<think>Collisions: blue-green, blue-red. Seen: A green-red no, B red-yellow no, C green-yellow no."
+        " Without it: A yes, B no, C no.</think><answer>A</answer>"
+    )
+    assert reasoning_target(will_not, annotation, "lookup") == (
+        "<think>Seen: A blue-green yes, B green-yellow no, C blue-yellow no. Without it: A no, B no, C no."
+        "</think><answer>A,B,C</answer>"
+    )
+    assert reasoning_target(probe, annotation, "lookup") == (
+        "<think>Seen: A blue-red yes, B green-yellow no, C blue-yellow no.</think><answer>A</answer>"
+    )
 
 
 def test_describe_collisions_by_hand():

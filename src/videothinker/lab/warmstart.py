@@ -54,6 +54,7 @@ class ChoiceFacts:
         happens: letters of the choices that happen once the object is removed (the counterfactual).
         negated: the question asks what will *not* happen.
         colors: the colours of each choice's two objects, in the order the choice names them.
+        pairs: each choice's pair named as `collision_names` names a collision ("blue-red").
     """
 
     seen: list[str]
@@ -61,6 +62,7 @@ class ChoiceFacts:
     happens: list[str]
     negated: bool
     colors: list[tuple[str, str]] = field(default_factory=list)
+    pairs: list[str] = field(default_factory=list)
 
     @property
     def shortcut_answer(self) -> str:
@@ -79,19 +81,20 @@ def choice_facts(record: Record, annotation: Annotation) -> ChoiceFacts:
         removed_text, negated = parse_question(record.problem)
         removed = resolve(removed_text, annotation.objects)
     answer = record.solution.split(",")
-    seen, unseen, happens, colors = [], [], [], []
+    seen, unseen, happens, colors, pairs = [], [], [], [], []
     for letter, option in zip(record.letters, record.options):
         a, b = (
             resolve(d, annotation.objects, exclude=removed) for d in parse_choice(option.split(".", 1)[1])
         )
         (seen if frozenset((a, b)) in annotation.collisions else unseen).append(letter)
         colors.append((annotation.objects[a]["color"], annotation.objects[b]["color"]))
+        pairs.append(pair_name(annotation, a, b))
         if (letter in answer) != negated:
             happens.append(letter)
-    return ChoiceFacts(seen, unseen, happens, negated, colors)
+    return ChoiceFacts(seen, unseen, happens, negated, colors, pairs)
 
 
-THINK_STYLES = ("letters", "pairs")
+THINK_STYLES = ("letters", "pairs", "lookup")
 
 
 def reasoning_target(
@@ -103,17 +106,30 @@ def reasoning_target(
     ``style`` "letters" lists the seen choices ("Seen: A, C."); "pairs" goes through every choice, its
     two objects' colours and whether the video shows their collision ("Seen: A cyan red yes, B blue
     red no, C purple cyan yes."): each verdict then follows the two colours it is about, so the model
-    reads the video for one pair at a time, next to the words naming it. With ``describe`` the
-    thinking opens with `describe_collisions` ("Collisions: blue-green, blue-red."): the video is read
-    in words without the choices' text, and the letters follow from matching that list against them.
+    reads the video for one pair at a time, next to the words naming it. "lookup" names each choice's
+    pair as the description does ("A cyan-red yes") and gives a verdict per choice for the
+    counterfactual too ("Without it: A no, B yes, C yes."): with ``describe``, each seen verdict is
+    then whether that exact name is in the description, and each counterfactual verdict sits next to
+    the pair and the seen verdict it follows from. With ``describe`` the thinking opens with
+    `describe_collisions` ("Collisions: blue-green, blue-red."): the video is read in words without
+    the choices' text, and the letters follow from matching that list against them.
     """
     if style not in THINK_STYLES:
         raise ValueError(f"unknown reasoning style {style!r}; styles: {', '.join(THINK_STYLES)}")
     facts = choice_facts(record, annotation)
+
+    def verdict(letter: str, happens: list[str]) -> str:
+        return "yes" if letter in happens else "no"
+
     if style == "pairs":
         think = "Seen: " + ", ".join(
-            f"{letter} {a} {b} {'yes' if letter in facts.seen else 'no'}"
+            f"{letter} {a} {b} {verdict(letter, facts.seen)}"
             for letter, (a, b) in zip(record.letters, facts.colors)
+        )
+    elif style == "lookup":
+        think = "Seen: " + ", ".join(
+            f"{letter} {pair} {verdict(letter, facts.seen)}"
+            for letter, pair in zip(record.letters, facts.pairs)
         )
     else:
         think = f"Seen: {_letters(facts.seen)}"
@@ -121,7 +137,11 @@ def reasoning_target(
         think = f"{describe_collisions(annotation)} {think}"
     if record.question_kind == "seen":  # a perception probe: the answer is the "Seen" list
         return f"<think>{think}.</think><answer>{record.solution}</answer>"
-    return f"<think>{think}. Without it: {_letters(facts.happens)}.</think><answer>{record.solution}</answer>"
+    if style == "lookup":
+        without = ", ".join(f"{letter} {verdict(letter, facts.happens)}" for letter in record.letters)
+    else:
+        without = _letters(facts.happens)
+    return f"<think>{think}. Without it: {without}.</think><answer>{record.solution}</answer>"
 
 
 def collision_names(annotation: Annotation) -> list[str]:
@@ -136,13 +156,23 @@ def collision_names(annotation: Annotation) -> list[str]:
     >>> collision_names(a)
     ['blue-green', 'blue-red']
     """
+    return sorted(pair_name(annotation, *pair) for pair in annotation.collisions)
+
+
+def pair_name(annotation: Annotation, a: int, b: int) -> str:
+    """Objects ``a`` and ``b`` of a scene as `collision_names` names their pair: each by its colour
+    where no other object of the scene has it, else by colour, material and shape; sorted, joined by "-".
+
+    >>> pair_name(Annotation({0: {"color": "red"}, 1: {"color": "blue"}}, set()), 0, 1)
+    'blue-red'
+    """
     colours = [o["color"] for o in annotation.objects.values()]
 
     def name(i: int) -> str:
         o = annotation.objects[i]
         return o["color"] if colours.count(o["color"]) == 1 else f"{o['color']} {o['material']} {o['shape']}"
 
-    return sorted("-".join(sorted(name(i) for i in pair)) for pair in annotation.collisions)
+    return "-".join(sorted((name(a), name(b))))
 
 
 def describe_collisions(annotation: Annotation) -> str:
