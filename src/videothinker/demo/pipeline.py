@@ -213,7 +213,11 @@ def make_data(
 
 
 def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> None:
-    """Build the tiny model (its tokenizer also learns the lab's words) and warm-start it."""
+    """Build the tiny model (its tokenizer also learns the lab's words) and warm-start it; or, with the
+    preset's ``base_model``, copy that model in as the base."""
+    if preset.base_model:
+        copy_base(Path(preset.base_model), paths.model("base"))
+        return
     from videothinker.config import VideoConfig
     from videothinker.data.records import load_records
     from videothinker.lab.warmstart import (
@@ -251,6 +255,21 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
     )
     perception = [collision_colors(a) for a in load_annotations(records, paths.lab("warm") / "annotations")]
     warm_start(paths.tiny, records, targets, paths.warm_start, config, perception)
+
+
+def copy_base(source: Path, final: Path) -> None:
+    """Copy a given base model folder to ``final`` (through a temporary name, so a half copy is never
+    taken for a model)."""
+    import shutil
+
+    if not (source / "config.json").is_file() or not any(source.glob("*.safetensors")):
+        raise FileNotFoundError(f"base_model {source} is not a model folder (config.json and *.safetensors)")
+    tmp = final.with_name(".final.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    print0(f"base model: {source} (given; no warm start)")
 
 
 def train_config_overrides(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> list[str]:

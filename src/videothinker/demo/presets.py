@@ -42,6 +42,10 @@ class DemoPreset:
             order (`videothinker.lab.warmstart.describe_collisions`), before the choices;
             warm_describe_questions: add two open-ended descriptive questions per warm-start scene
             (`videothinker.lab.warmstart.description_records`).
+        base_model: a model folder to use as the base model instead of building one (the tiny model and
+            its warm start are skipped; the folder is copied in); it must have been trained in this
+            preset's lab world (the warm start's fields then only describe how it was made). Empty:
+            build it.
         rl_config: training preset the stages start from (`videothinker.config`); rl: settings over it
             (``--set`` keys), shared by all stages; stage_rl: settings of one stage over those.
         eval_batch_size / max_new_tokens: greedy evaluation.
@@ -61,6 +65,7 @@ class DemoPreset:
     warm_think: str = "letters"
     warm_describe: bool = False
     warm_describe_questions: bool = False
+    base_model: str = ""
     warm_observational: float = 0.5
     train_observational: float = 0.74
     test_observational: float = 0.5
@@ -148,9 +153,12 @@ PRESETS: dict[str, DemoPreset] = {
         warm_scenes=3000,
         train_scenes=1500,
         test_scenes=400,
-        warm_steps=1500,
+        warm_steps=1400,
         warm_lr=1e-3,
         warm_batch=32,
+        warm_think="lookup",
+        warm_describe=True,
+        mark_radius=0.5,
         video_format="png",
         lab_workers=8,
         model={
@@ -161,17 +169,19 @@ PRESETS: dict[str, DemoPreset] = {
             "num_key_value_heads": 2,
             "vision_hidden_size": 256,
             "vision_intermediate_size": 512,
-            "vision_depth": 2,
+            "vision_depth": 4,
             "vision_num_heads": 4,
         },
         video=_CPU_VIDEO,
         rl={
             **_CPU_RL,
+            "grpo.max_completion_length": 64,  # the lookup chains of thought: 57 tokens at most
             "grpo.num_generations": 8,
             "grpo.max_steps": 120,
             "grpo.save_steps": 40,
         },
         eval_batch_size=64,
+        max_new_tokens=80,
     ),
 }
 
