@@ -22,6 +22,7 @@ from videothinker.demo.report import (
     PRIOR,
     accuracy,
     answer_prior,
+    base_sentence,
     paired_difference,
     record_scores,
     shortcut_rate,
@@ -236,13 +237,26 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
         figures.append("![training curves, mean over seeds](training_curves.png)")
 
     n_test = {s: metrics[s]["base"]["overall"]["scored"] for s in seeds}  # questions and probes
+    settings = seed_dir(out, seeds[0]) / "demo.json"
+    preset = json.loads(settings.read_text(encoding="utf-8"))["preset"] if settings.is_file() else {}
+    if preset.get("base_model"):
+        replicates = (
+            "Each seed is a replicate of the RL stages from one given base model: its own lab sets (training "
+            "with 74% observational questions, held-out test with both kinds), then bias-aware training, CDPO "
+            "and GRPO. " + base_sentence(preset)
+        )
+    else:
+        replicates = (
+            "Each seed is an independent replicate: its own lab sets (warm start, training with 74% "
+            "observational questions, held-out test with both kinds), its own tiny random-init Qwen2.5-VL with "
+            "a short supervised warm start (the base model: a stand-in for a pretrained lightweight model, not "
+            "one), then bias-aware training, CDPO and GRPO."
+        )
     text = [
         f"# videothinker demo: preset `{preset_name}`, {len(seeds)} seeds",
         "",
-        "Each seed is an independent replicate: its own lab sets (warm start, training with 74% observational "
-        "questions, held-out test with both kinds), its own tiny random-init Qwen2.5-VL with a short supervised "
-        "warm start (the base model: a stand-in for a pretrained lightweight model, not one), then bias-aware "
-        "training, CDPO and GRPO. Test questions per seed: "
+        replicates
+        + " Test questions (and perception probes) per seed: "
         + ", ".join(f"{s}: {n}" for s, n in n_test.items())
         + ".",
         "",

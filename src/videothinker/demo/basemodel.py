@@ -75,6 +75,7 @@ def run_base_model(
     from videothinker.demo.pipeline import (
         DemoPaths,
         PhaseLog,
+        base_title,
         check_settings,
         evaluate_model,
         make_base,
@@ -95,11 +96,7 @@ def run_base_model(
         "lab data: " + " and ".join({"warm": "warm-start", "val": "validation"}[s] for s in splits) + " sets",
         lambda: make_data(paths, preset, seed, splits=splits),
     )
-    phases.run(
-        "base",
-        "base model: tiny Qwen2.5-VL + supervised warm start",
-        lambda: make_base(paths, preset, seed, device),
-    )
+    phases.run("base", base_title(preset), lambda: make_base(paths, preset, seed, device))
     phases.run(
         "eval-base-val",
         "evaluation of the base model on the validation set",

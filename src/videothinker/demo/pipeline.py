@@ -215,8 +215,8 @@ def make_data(
 def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> None:
     """Build the tiny model (its tokenizer also learns the lab's words) and warm-start it; or, with the
     preset's ``base_model``, copy that model in as the base."""
-    if preset.base_model:
-        copy_base(Path(preset.base_model), paths.model("base"))
+    if preset.base_model_path is not None:
+        copy_base(preset.base_model_path, paths.model("base"))
         return
     from videothinker.config import VideoConfig
     from videothinker.data.records import load_records
@@ -255,6 +255,13 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
     )
     perception = [collision_colors(a) for a in load_annotations(records, paths.lab("warm") / "annotations")]
     warm_start(paths.tiny, records, targets, paths.warm_start, config, perception)
+
+
+def base_title(preset: DemoPreset) -> str:
+    """The base-model phase's title: built by a warm start, or given."""
+    if preset.base_model:
+        return f"base model: given ({preset.base_model}), no warm start"
+    return "base model: tiny Qwen2.5-VL + supervised warm start"
 
 
 def copy_base(source: Path, final: Path) -> None:
@@ -363,11 +370,7 @@ def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "
         "lab data: warm-start, training (74% observational) and test sets",
         lambda: make_data(paths, preset, seed),
     )
-    phases.run(
-        "base",
-        "base model: tiny Qwen2.5-VL + supervised warm start",
-        lambda: make_base(paths, preset, seed, device),
-    )
+    phases.run("base", base_title(preset), lambda: make_base(paths, preset, seed, device))
     titles = {
         "bias": "stage bias: GRPO, beta = 0, observational questions -> the bias model",
         "cdpo": "stage cdpo: all questions, beta < 0, reference = the bias model",

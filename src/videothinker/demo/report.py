@@ -215,6 +215,24 @@ def summary_table(paths, metrics: dict[str, dict[str, Any]]) -> str:
     return table + ("\n\n" + base_margins(metrics["base"], prior) if "base" in metrics else "")
 
 
+def base_sentence(preset: dict[str, Any]) -> str:
+    """What the base model of a run with these preset fields (`DemoPreset.to_json`) is, in a sentence."""
+    model = preset.get("model", {})
+    size = f"width {model.get('hidden_size', 64)}, {model.get('num_hidden_layers', 2)} layers"
+    if preset.get("base_model"):
+        made = "the one kept in the package, " if preset["base_model"] == "packaged" else ""
+        return (
+            f"The base model is given ({made}`{preset['base_model']}`), not trained in this run: a **tiny "
+            "Qwen2.5-VL the project trained from random init** by a supervised warm start in the same lab "
+            "world, a stand-in for a pretrained lightweight model, not one."
+        )
+    return (
+        f"The base model is a **tiny random-init Qwen2.5-VL** ({size}) given a short supervised warm start "
+        f"({preset.get('warm_steps')} steps) on lab questions of both kinds: a stand-in for a pretrained "
+        "lightweight model, not one."
+    )
+
+
 def write_demo_report(
     paths, preset, seed: int, metrics: dict[str, dict[str, Any]], seconds: dict[str, float]
 ) -> Path:
@@ -225,10 +243,7 @@ def write_demo_report(
     timing = ", ".join(f"{name} {_fmt_seconds(s)}" for name, s in seconds.items())
     intro = "\n".join(
         [
-            f"Preset `{preset.name}`, seed {seed}. The base model is a **tiny random-init Qwen2.5-VL** "
-            f"(width {preset.model.get('hidden_size', 64)}, {preset.model.get('num_hidden_layers', 2)} layers) "
-            f"given a short supervised warm start ({preset.warm_steps} steps) on lab questions of both kinds: "
-            "a stand-in for a pretrained lightweight model, not one. Bias-aware training, CDPO and GRPO then "
+            f"Preset `{preset.name}`, seed {seed}. {base_sentence(preset.to_json())} Bias-aware training, CDPO and GRPO then "
             "start from it on the training set (74% observational); all four models are evaluated greedily on "
             "a held-out test set with both kinds (its own seed and scenes).",
             "",
