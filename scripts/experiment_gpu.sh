@@ -18,6 +18,7 @@ shift
 WORK=${WORK:-/tmp/videothinker-$MODE}
 RESULTS=${OUT:-runs}
 GUARD=${GUARD:-570}
+SEEDS=${SEEDS:-0 1 2}  # mode experiment: the seeds (e.g. SEEDS=3, a validation replicate)
 mkdir -p "$WORK" "$RESULTS"
 SECONDS=0
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$WORK/gpu.txt"
@@ -28,7 +29,7 @@ case $MODE in
     timeout "$GUARD" env PYTHONPATH=src python -m videothinker.cli lab base-model --preset gpu --seed 0 \
         --out "$WORK/seed-0" "$@" 2>&1 | tee "$WORK/base-model.log" ;;
   experiment)
-    timeout "$GUARD" env PYTHONPATH=src python -m videothinker.cli demo --preset gpu --seeds 0 1 2 --jobs 3 \
+    timeout "$GUARD" env PYTHONPATH=src python -m videothinker.cli demo --preset gpu --seeds $SEEDS --jobs 3 \
         --out "$WORK" "$@" 2>&1 | tee "$WORK/demo.log" ;;
   *) echo "unknown mode $MODE (base or experiment)" >&2; exit 2 ;;
 esac
