@@ -138,9 +138,11 @@ def test_bad_values_are_errors(override, message):
         (["stage=bias", "beta=0.01"], "stage bias trains without a KL term: grpo.beta must be 0, got 0.01"),
         (
             ["stage=bias", "question_kind=inferential"],
-            "data.question_kind must be observational, got inferential",
+            r"data.question_kind must be observational \(or null with data.video_shuffle.*\), got inferential",
         ),
-        (["stage=bias", "question_kind=null"], "must be observational, got None"),
+        (["stage=bias", "question_kind=null"], r"must be observational \(.*\), got None"),
+        # shuffled videos allow all questions, but not a kind other than observational
+        (["stage=bias", "question_kind=inferential", "video_shuffle=true"], "got inferential"),
         (["stage=bias", "reference=r"], "reference r is given but grpo.beta = 0 loads no reference"),
         (["stage=cdpo"], "stage cdpo needs reference: the bias model's folder"),
         (["stage=cdpo", "reference=r", "beta=0.01"], r"grpo.beta must be < 0 \(paper: -0.01\), got 0.01"),
@@ -169,6 +171,11 @@ def test_bad_values_are_errors(override, message):
 def test_validation_messages(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_train_config(None, [*PATHS, *overrides])
+
+
+def test_bias_stage_without_causal_labels_takes_all_questions_with_shuffled_videos():
+    config = load_train_config(None, [*PATHS, "stage=bias", "question_kind=null", "video_shuffle=true"])
+    assert config.data.question_kind is None and config.data.video_shuffle and config.grpo.beta == 0
 
 
 def test_optim_that_needs_a_missing_package_says_how_to_install_it(monkeypatch):

@@ -171,6 +171,12 @@ class DataConfig:
         "many) instead of stopping: at the first malformed record, or after the media check with its report",
     )
     shuffle: bool = _field(True, "visit the records in a seeded random order (seed: grpo.seed)")
+    video_shuffle: bool = _field(
+        False,
+        "give every record another scene's video (a seeded derangement of the videos, seed grpo.seed): "
+        "what the stage learns then cannot come from the clip. Stage bias may then take all questions "
+        "(data.question_kind null): a bias model without causal labels, from the text alone",
+    )
     check_media: bool = _field(
         True,
         "before the first step (and before any model loads), check that every record's media exists and "
@@ -434,10 +440,10 @@ class TrainConfig:
         if self.stage == "bias":
             if beta != 0:
                 out.append(f"stage bias trains without a KL term: grpo.beta must be 0, got {beta:g}")
-            if kind != "observational":
+            if kind != "observational" and not (kind is None and self.data.video_shuffle):
                 out.append(
                     f"stage bias learns the shortcut from observational questions: data.question_kind must be "
-                    f"observational, got {kind}"
+                    f"observational (or null with data.video_shuffle: a bias model without causal labels), got {kind}"
                 )
         elif self.stage == "cdpo":
             if beta >= 0:

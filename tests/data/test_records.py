@@ -206,3 +206,24 @@ def test_full_benchmark_files_present_or_skipped():
     if not SHARED.is_dir():
         pytest.skip("../shared is absent (a user's clone); the shipped excerpts cover the loader")
     assert {p.name for p in SHARED.glob("*.json")} >= {"eval_mmvu.json", "eval_mvbench.json"}
+
+
+def test_shuffle_videos_gives_every_scene_another_scenes_video():
+    from videothinker.data.records import Record, shuffle_videos
+
+    videos = [f"v{i % 5}" for i in range(12)] + [None]  # 5 scenes, several questions each, one text-only
+    records = [Record(f"q{i}", [], "1", "numerical", v, "video", id=str(i)) for i, v in enumerate(videos)]
+    shuffled = shuffle_videos(records, seed=3)
+    assert [r.id for r in shuffled] == [r.id for r in records] and shuffled[-1].video is None
+    new = {r.video: s.video for r, s in zip(records, shuffled) if r.video is not None}
+    # one mapping per scene (questions of a scene stay together), a permutation, no scene keeps its own
+    assert all(s.video == new[r.video] for r, s in zip(records, shuffled) if r.video is not None)
+    assert sorted(new.values()) == sorted(new) and all(a != b for a, b in new.items())
+    assert [r.video for r in shuffle_videos(records, seed=3)] == [r.video for r in shuffled]
+    assert [r.video for r in shuffle_videos(records, seed=4)] != [r.video for r in shuffled]
+    # media types are not mixed
+    mixed = records[:2] + [
+        Record("img", [], "1", "numerical", "i0", "image"),
+        Record("i", [], "1", "numerical", "i1", "image"),
+    ]
+    assert {r.video for r in shuffle_videos(mixed, seed=0) if r.data_type == "image"} == {"i0", "i1"}

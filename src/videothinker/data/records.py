@@ -361,3 +361,27 @@ def save_records(records: Iterable[Record], path: str | Path) -> None:
         else:
             json.dump(items, f, ensure_ascii=False, indent=1)
     tmp.replace(path)
+
+
+def shuffle_videos(records: list[Record], seed: int) -> list[Record]:
+    """The records with each video replaced by another one of the same media type from the same list: a
+    seeded derangement of the distinct video paths (no video keeps its place when there are two or
+    more), applied to every record showing it, so questions about one scene all get the same other
+    scene. Text-only records are unchanged. What a model learns from such records cannot come from
+    the clip (a bias model without causal labels, VideoThinker's "shortcut" learnt from text alone).
+
+    >>> rs = [Record("q", [], "1", "numerical", v, "video") for v in ("a", "b", "a", None)]
+    >>> [r.video for r in shuffle_videos(rs, seed=0)]
+    ['b', 'a', 'b', None]
+    """
+    import random
+    from dataclasses import replace
+
+    rng = random.Random(seed)
+    mapping: dict[tuple[str, str], str] = {}
+    for data_type in sorted({r.data_type for r in records if r.video is not None}):
+        paths = sorted({r.video for r in records if r.video is not None and r.data_type == data_type})
+        rng.shuffle(paths)
+        for i, path in enumerate(paths):  # each to the next in a shuffled cycle: no fixed point
+            mapping[(data_type, path)] = paths[(i + 1) % len(paths)]
+    return [r if r.video is None else replace(r, video=mapping[(r.data_type, r.video)]) for r in records]

@@ -86,7 +86,8 @@ def reference_description(config: TrainConfig, plan: lora.ReferencePlan | None =
 
 
 def load_training_records(config: TrainConfig) -> list[Record]:
-    """The stage's records: all of them, or only those of ``data.question_kind``.
+    """The stage's records: all of them, or only those of ``data.question_kind``; with
+    ``data.video_shuffle``, each showing another scene's video (`shuffle_videos`).
 
     A file with no question_kind labels at all is taken whole for a kind filter (a file of only
     observational questions serves the bias stage), with a note saying so.
@@ -107,6 +108,11 @@ def load_training_records(config: TrainConfig) -> list[Record]:
             records = [r for r in records if r.question_kind == kind]
     if not records:
         raise ValueError(f"no training records in {data.path}" + (f" of kind {kind}" if kind else ""))
+    if data.video_shuffle:
+        from videothinker.data.records import shuffle_videos
+
+        records = shuffle_videos(records, config.grpo.seed)
+        print0(f"data.video_shuffle: each of the {len(records)} records shows another scene's video")
     return records
 
 
