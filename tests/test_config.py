@@ -318,3 +318,22 @@ def test_load_config_of_a_plain_section(tmp_path):
     assert dataclasses.asdict(video) == to_dict(video)
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(VideoConfig, tmp_path / "missing.yaml")
+
+
+def test_training_records_with_shuffled_videos_show_other_scenes():
+    from pathlib import Path
+
+    from videothinker.rl.trainer import load_training_records
+
+    family = str(Path(__file__).parent / "fixtures" / "records" / "family.jsonl")
+    plain = load_training_records(load_train_config(None, ["model.path=m", f"data.path={family}"]))
+    config = load_train_config(None, ["model.path=m", f"data.path={family}", "video_shuffle=true", "seed=5"])
+    shuffled = load_training_records(config)
+    assert [r.id for r in shuffled] == [r.id for r in plain]
+    for kind in {r.data_type for r in plain if r.video is not None}:
+        before = [a.video for a in plain if a.video is not None and a.data_type == kind]
+        after = [b.video for a, b in zip(plain, shuffled) if a.video is not None and a.data_type == kind]
+        assert sorted(set(after)) == sorted(set(before))  # the same videos, redistributed within a type
+        if len(set(before)) > 1:  # a type with one video has nowhere else to go
+            assert all(x != y for x, y in zip(before, after)), kind
+    assert any(a.video != b.video for a, b in zip(plain, shuffled))
