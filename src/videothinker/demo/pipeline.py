@@ -372,7 +372,12 @@ def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "
     )
     phases.run("base", base_title(preset), lambda: make_base(paths, preset, seed, device))
     titles = {
-        "bias": "stage bias: GRPO, beta = 0, observational questions -> the bias model",
+        "bias": "stage bias: GRPO, beta = 0, "
+        + (
+            "all questions, each with another scene's video -> a bias model without causal labels"
+            if preset.stage_overrides("bias").get("data.video_shuffle")
+            else "observational questions -> the bias model"
+        ),
         "cdpo": "stage cdpo: all questions, beta < 0, reference = the bias model",
         "grpo": "stage grpo (baseline): all questions, beta > 0, reference = the base model",
     }
