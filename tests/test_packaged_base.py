@@ -71,3 +71,24 @@ def test_packaged_base_reads_collisions_of_new_clips(tmp_path):
     ]
     chance = statistics.mean(a == b for i, a in enumerate(names) for j, b in enumerate(names) if i != j)
     assert share is not None and share >= 0.5 and share > chance + 0.3, (share, chance)
+
+
+@pytest.mark.slow
+def test_seeds_from_a_given_base_share_it_and_the_report_says_so(tmp_path):
+    from videothinker.cli import main
+
+    out = tmp_path / "seeds"
+    argv = ["demo", "--preset", "gpu", "--smoke", "--device", "cpu", "--threads", "1", "--seeds", "0", "1"]
+    argv += ["--jobs", "2", "--out", str(out), "--set", "base_model=packaged", "--set", "test_scenes=4"]
+    argv += ["--set", "train_scenes=6", "--set", "rl.grpo.max_steps=1", "--set", "max_new_tokens=16"]
+    assert main(argv) == 0
+    weights = (PACKAGED_BASE / "model.safetensors").read_bytes()
+    for seed in (0, 1):
+        final = out / f"seed-{seed}" / "models" / "warm-start" / "final"
+        assert (final / "model.safetensors").read_bytes() == weights
+        assert not (out / f"seed-{seed}" / "models" / "tiny").exists()  # nothing was built
+        assert "The base model is given" in (out / f"seed-{seed}" / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert (
+        "replicate of the RL stages from one given base model" in report and "random-init Qwen" not in report
+    )

@@ -221,7 +221,8 @@ GPU_FINDING = (
     "With this base model on a GPU (docs/EXPERIMENT_GPU.md: 3 seeds, 120 RL steps a stage of 8 x 8 "
     "samples), GRPO lowered inferential accuracy in every seed while answering from what the video shows "
     "more often, and CDPO did not keep inferential accuracy either: the first claim held, the other two "
-    "did not. A CPU run has a fifth of the steps and a small test set; its claims above say what moved here.",
+    "did not. The CPU presets have a fifth of those steps and a small test set; the claims above say what "
+    "moved in this run.",
     "",
 )
 
