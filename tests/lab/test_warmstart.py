@@ -36,16 +36,19 @@ def _record(problem: str, options: list[str], solution: str):
     return parse_record({"problem": problem, "options": options, "solution": solution, "scene_index": 0})
 
 
+# A chain on one lane: red cube (0) hits blue sphere (1), which hits green cylinder (2). The yellow
+# cube (3) rests on another lane.
+CHAIN_OBJECTS = {
+    0: {"color": "red", "material": "rubber", "shape": "cube"},
+    1: {"color": "blue", "material": "metal", "shape": "sphere"},
+    2: {"color": "green", "material": "rubber", "shape": "cylinder"},
+    3: {"color": "yellow", "material": "metal", "shape": "cube"},
+}
+CHAIN = {frozenset((0, 1)), frozenset((1, 2))}
+
+
 def test_reasoning_target_by_hand():
-    # A chain on one lane: red cube (0) hits blue sphere (1), which hits green cylinder (2).
-    # The yellow cube (3) rests on another lane.
-    objects = {
-        0: {"color": "red", "material": "rubber", "shape": "cube"},
-        1: {"color": "blue", "material": "metal", "shape": "sphere"},
-        2: {"color": "green", "material": "rubber", "shape": "cylinder"},
-        3: {"color": "yellow", "material": "metal", "shape": "cube"},
-    }
-    annotation = Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))})
+    annotation = Annotation(CHAIN_OBJECTS, CHAIN)
     options = [
         "A. The sphere collides with the cylinder",  # seen; without the red cube: does not happen
         "B. The yellow cube and the cylinder collide",  # never
@@ -370,12 +373,7 @@ def test_description_records_by_hand(monkeypatch):
 def test_collisions_described_reads_the_opening_sentence_exactly():
     from videothinker.lab.warmstart import collisions_described, describe_collisions, read_collisions
 
-    objects = {
-        0: {"color": "red", "material": "rubber", "shape": "cube"},
-        1: {"color": "blue", "material": "metal", "shape": "sphere"},
-        2: {"color": "green", "material": "rubber", "shape": "cylinder"},
-    }
-    annotation = Annotation(objects, {frozenset((0, 1)), frozenset((1, 2))})
+    annotation = Annotation({i: CHAIN_OBJECTS[i] for i in (0, 1, 2)}, CHAIN)
     assert read_collisions("<think>Seen: A.</think>") is None
     assert collisions_described(f"<think>{describe_collisions(annotation)} Seen: A.</think>", annotation)
     # The pairs are a set: order does not matter; a missing, an extra or a wrong pair does.
@@ -384,7 +382,7 @@ def test_collisions_described_reads_the_opening_sentence_exactly():
     assert not collisions_described("<think>Collisions: blue-red, blue-green, green-red.</think>", annotation)
     assert not collisions_described("<think>Collisions: none.</think>", annotation)
     assert not collisions_described("<think>Seen: A.</think>", annotation)
-    assert collisions_described("<think>Collisions: none.</think>", Annotation(objects, set()))
+    assert collisions_described("<think>Collisions: none.</think>", Annotation(annotation.objects, set()))
 
 
 def test_described_share_over_predictions(tmp_path):

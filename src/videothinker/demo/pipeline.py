@@ -253,7 +253,11 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
         perception_weight=preset.warm_perception,
         perception_steps=preset.warm_perception_steps,
     )
-    perception = [collision_colors(a) for a in load_annotations(records, paths.lab("warm") / "annotations")]
+    perception = None
+    if preset.warm_perception > 0:  # the perception loss's targets
+        perception = [
+            collision_colors(a) for a in load_annotations(records, paths.lab("warm") / "annotations")
+        ]
     warm_start(paths.tiny, records, targets, paths.warm_start, config, perception)
 
 

@@ -142,9 +142,10 @@ _CPU_RL = {
     "grpo.save_total_limit": 1,
 }
 
-# The presets that start from the packaged base: its recipe (how it was made, for the record), its lab
-# world and frames, and room for its chains of thought (57 tokens at most).
-_PACKAGED: dict[str, Any] = {
+# The warm start and lab world that made the packaged base (docs/EXPERIMENT_GPU.md): the gpu preset
+# builds its base with them; the presets that start from the packaged base record them (how it was
+# made) and keep its world and frames.
+_RECIPE: dict[str, Any] = {
     "warm_steps": 1400,
     "warm_lr": 1e-3,
     "warm_batch": 32,
@@ -152,11 +153,13 @@ _PACKAGED: dict[str, Any] = {
     "warm_describe": True,
     "mark_radius": 0.5,
     "video_format": "png",
-    "base_model": "packaged",
     "model": _GPU_MODEL,
     "video": _CPU_VIDEO,
     "max_new_tokens": 80,
 }
+_PACKAGED: dict[str, Any] = {**_RECIPE, "base_model": "packaged"}
+# Room for the lookup chains of thought (57 tokens at most).
+_LOOKUP_RL = {**_CPU_RL, "grpo.max_completion_length": 64}
 
 PRESETS: dict[str, DemoPreset] = {
     # The README's main job: the packaged base model (made by the gpu preset's warm start on one H200,
@@ -169,7 +172,7 @@ PRESETS: dict[str, DemoPreset] = {
         train_scenes=300,
         test_scenes=150,
         **_PACKAGED,
-        rl={**_CPU_RL, "grpo.max_completion_length": 64, "grpo.max_steps": 24},
+        rl={**_LOOKUP_RL, "grpo.max_steps": 24},
     ),
     # The default at a glance: the same packaged base, a few RL steps, a small test set.
     "quick": DemoPreset(
@@ -178,7 +181,7 @@ PRESETS: dict[str, DemoPreset] = {
         train_scenes=60,
         test_scenes=30,
         **_PACKAGED,
-        rl={**_CPU_RL, "grpo.max_completion_length": 64, "grpo.max_steps": 4},
+        rl={**_LOOKUP_RL, "grpo.max_steps": 4},
     ),
     # Builds its base: the warm start that made the packaged base on one H200 (docs/EXPERIMENT_GPU.md:
     # 1400 steps, 5 min 15 s beside another run; describe first, lookup chains of thought, mark radius
@@ -189,25 +192,10 @@ PRESETS: dict[str, DemoPreset] = {
         warm_scenes=3000,
         train_scenes=1500,
         test_scenes=400,
-        warm_steps=1400,
-        warm_lr=1e-3,
-        warm_batch=32,
-        warm_think="lookup",
-        warm_describe=True,
-        mark_radius=0.5,
-        video_format="png",
+        **_RECIPE,
         lab_workers=8,
-        model=_GPU_MODEL,
-        video=_CPU_VIDEO,
-        rl={
-            **_CPU_RL,
-            "grpo.max_completion_length": 64,  # the lookup chains of thought: 57 tokens at most
-            "grpo.num_generations": 8,
-            "grpo.max_steps": 120,
-            "grpo.save_steps": 40,
-        },
+        rl={**_LOOKUP_RL, "grpo.num_generations": 8, "grpo.max_steps": 120, "grpo.save_steps": 40},
         eval_batch_size=64,
-        max_new_tokens=80,
     ),
 }
 

@@ -229,8 +229,6 @@ GPU_FINDING = (
 
 def base_sentence(preset: dict[str, Any]) -> str:
     """What the base model of a run with these preset fields (`DemoPreset.to_json`) is, in a sentence."""
-    model = preset.get("model", {})
-    size = f"width {model.get('hidden_size', 64)}, {model.get('num_hidden_layers', 2)} layers"
     if preset.get("base_model"):
         made = "the one kept in the package, " if preset["base_model"] == "packaged" else ""
         return (
@@ -238,6 +236,8 @@ def base_sentence(preset: dict[str, Any]) -> str:
             "Qwen2.5-VL the project trained from random init** by a supervised warm start in the same lab "
             "world, a stand-in for a pretrained lightweight model, not one."
         )
+    model = preset.get("model", {})
+    size = f"width {model.get('hidden_size', 64)}, {model.get('num_hidden_layers', 2)} layers"
     return (
         f"The base model is a **tiny random-init Qwen2.5-VL** ({size}) given a short supervised warm start "
         f"({preset.get('warm_steps')} steps) on lab questions of both kinds: a stand-in for a pretrained "

@@ -175,14 +175,19 @@ def pair_name(annotation: Annotation, a: int, b: int) -> str:
     return "-".join(sorted((name(a), name(b))))
 
 
+def collision_list(annotation: Annotation) -> str:
+    """The `collision_names` joined by ", "; "none" without a collision."""
+    return ", ".join(collision_names(annotation)) or "none"
+
+
 def describe_collisions(annotation: Annotation) -> str:
     """The clip's collisions in a canonical order, from the annotation alone (not the question): the
-    `collision_names` after "Collisions: ", "none" without a collision.
+    `collision_list` after "Collisions: ".
 
     >>> describe_collisions(Annotation({0: {"color": "red"}}, set()))
     'Collisions: none.'
     """
-    return f"Collisions: {', '.join(collision_names(annotation)) or 'none'}."
+    return f"Collisions: {collision_list(annotation)}."
 
 
 def read_collisions(text: str) -> frozenset[str] | None:
@@ -236,8 +241,8 @@ def description_records(records: list[Record], annotations: str | Path) -> tuple
     a multiple-choice probe also lets the choices' text be learnt (the warm start's own probes and
     questions alone led to models whose loss did not depend on the video, docs/DEMO.md).
 
-    Colours are listed in `COLORS` order; pairs as `collision_names` writes them ("blue-green,
-    blue-red"), "none" when nothing collides. The records keep the scene's video and scene_index.
+    Colours are listed in `COLORS` order; pairs as `collision_list` writes them ("blue-green,
+    blue-red", "none" when nothing collides). The records keep the scene's video and scene_index.
     """
     order = {c: i for i, c in enumerate(COLORS)}
     out, targets, scenes = [], [], set()
@@ -247,7 +252,7 @@ def description_records(records: list[Record], annotations: str | Path) -> tuple
             continue
         scenes.add(scene)
         colors = sorted({o["color"] for o in annotation.objects.values()}, key=order.get)
-        said = ", ".join(collision_names(annotation)) or "none"
+        said = collision_list(annotation)
         for problem, answer, think in (
             (DESCRIBE_COLORS, ", ".join(colors), f"Seen: {', '.join(colors)}."),
             (DESCRIBE_COLLISIONS, said, f"Seen: {said}."),
