@@ -237,6 +237,47 @@ def test_warm_start_lowers_completion_loss(tiny_qwen2_5_vl_dir, micro_lab, tmp_p
     assert (final / "model.safetensors").is_file() and (final / "tokenizer_config.json").is_file()
 
 
+def test_plan_batches_walks_shuffled_epochs():
+    records = [_record(f"q{i}", ["A. x", "B. y"], "<answer>A</answer>") for i in range(6)]
+    config = WarmStartConfig(batch_size=4, seed=3, eval_prompt_share=0.5)
+    plans = warmstart.plan_batches(records, config, 3)
+    picked = [i for indices, _ in plans for i in indices]
+    # 3 batches of 4 = 12 picks = two whole epochs of 6: each epoch holds every record once
+    assert sorted(picked[:6]) == list(range(6)) and sorted(picked[6:]) == list(range(6))
+    assert all(len(indices) == len(as_eval) == 4 for indices, as_eval in plans)
+    assert plans == warmstart.plan_batches(records, config, 3)  # seeded
+    assert [p for p, _ in warmstart.plan_batches(records, WarmStartConfig(batch_size=4, seed=4), 3)] != [
+        p for p, _ in plans
+    ]
+    none = WarmStartConfig(batch_size=4, seed=3, eval_prompt_share=0.0)
+    assert not any(e for _, as_eval in warmstart.plan_batches(records, none, 3) for e in as_eval)
+    with pytest.raises(ValueError, match="workers"):
+        warmstart.batch_workers(-1, "cuda")
+
+
+def test_warm_start_with_batch_workers_equals_in_process(tiny_qwen2_5_vl_dir, micro_lab, tmp_path):
+    """Worker processes only build the batches the seed planned: the same losses, the same weights."""
+    from safetensors.torch import load_file
+
+    records = load_records(micro_lab / "r.jsonl")[:6]
+    targets = reasoning_targets(records, micro_lab / "annotations")
+    config = WarmStartConfig(
+        steps=3, learning_rate=3e-3, batch_size=4, device="cpu", video=VideoConfig(**SMALL_VIDEO), workers=0
+    )
+    serial = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "serial", config)
+    config = WarmStartConfig(**{**config.__dict__, "workers": 2})
+    pooled = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "pooled", config)
+
+    def losses(folder: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (folder.parent / "log.jsonl").read_text().splitlines()]
+
+    assert losses(serial) == losses(pooled) and len(losses(serial)) == 3
+    a, b = load_file(serial / "model.safetensors"), load_file(pooled / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    untouched = load_file(Path(tiny_qwen2_5_vl_dir) / "model.safetensors")
+    assert any(not torch.equal(a[k], untouched[k]) for k in a)  # it trained
+
+
 def test_doctests():
     import doctest
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import random
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -398,6 +398,10 @@ class WarmStartConfig:
         perception_steps: steps that train the vision tower alone on the perception loss before the
             ``steps`` of the warm start (each phase with its own warmup and decay); needs
             ``perception_weight`` > 0.
+        workers: processes that build the batches (tokenise, patchify) ahead of the step (None: 2
+            on a GPU machine, `batch_workers`); 0: this process builds each in turn. Batches are planned here from ``seed`` and only built
+            there, so the training is the same for any count. Building a batch of 32 lab clips takes
+            about 0.15 s of one core (mostly the video processor's patchify), as long as a GPU step.
     """
 
     steps: int = 100
@@ -411,6 +415,7 @@ class WarmStartConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     perception_weight: float = 0.0
     perception_steps: int = 0
+    workers: int | None = None
 
 
 def _lr_factor(step: int, steps: int) -> float:
@@ -419,6 +424,81 @@ def _lr_factor(step: int, steps: int) -> float:
         return (step + 1) / warmup
     progress_ = (step - warmup) / max(1, steps - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_))
+
+
+def plan_batches(
+    records: list[Record], config: WarmStartConfig, steps: int
+) -> list[tuple[list[int], list[bool]]]:
+    """The records of each of ``steps`` batches (shuffled epochs, seeded by ``config.seed``), each with
+    its prompt drawn: True asks it with the evaluation prompt (share ``config.eval_prompt_share``)."""
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    plans = []
+    for _ in range(steps):
+        while len(order) < config.batch_size:
+            more = list(range(len(records)))
+            rng.shuffle(more)
+            order += more
+        picked, order = order[: config.batch_size], order[config.batch_size :]
+        plans.append((picked, [rng.random() < config.eval_prompt_share for _ in picked]))
+    return plans
+
+
+def batch_workers(workers: int | None, device: str) -> int:
+    """Processes that build a warm start's batches: ``workers``, or (None) 2 on a GPU with 4 or more
+    cores, else 0 (on a CPU the cores are the step's: a worker would take them from it).
+
+    >>> batch_workers(None, "cpu"), batch_workers(3, "cpu")
+    (0, 3)
+    """
+    if workers is not None:
+        if workers < 0:
+            raise ValueError(f"warm start workers must be >= 0, got {workers}")
+        return workers
+    return 2 if device == "cuda" and (os.cpu_count() or 1) >= 4 else 0
+
+
+class WarmStartBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a warm start: the `completion_batch` of plan ``i`` (`plan_batches`), with the
+    records' perception targets (``collision_colors``) when given. Each video is decoded once per
+    process. It holds plain data, so DataLoader worker processes can build the batches."""
+
+    def __init__(
+        self, processor, records, targets, plans, config: WarmStartConfig, size_factor: int, perception=None
+    ):
+        from videothinker.data.prompts import eval_prompt, train_prompt
+
+        self.processor, self.records, self.targets, self.plans = processor, records, targets, plans
+        self.video, self.size_factor, self.perception = config.video, size_factor, perception
+        self.prompts = [(train_prompt(r, config.template), eval_prompt(r)) for r in records]
+        self.frames: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def visual(self, record: Record):
+        from videothinker.data.video import load_visual
+
+        if record.video is None:
+            return None
+        if record.video not in self.frames:
+            self.frames[record.video] = load_visual(
+                record.video, record.data_type, self.video, self.size_factor, fps=record.extra.get("fps")
+            )
+        return self.frames[record.video]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        picked, as_eval = self.plans[index]
+        batch = completion_batch(
+            self.processor,
+            [self.prompts[i][e] for i, e in zip(picked, as_eval)],
+            [self.visual(self.records[i]) for i in picked],
+            [self.targets[i] for i in picked],
+        )
+        out = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+        if self.perception is not None:
+            out["collision_colors"] = torch.tensor([self.perception[i] for i in picked])
+        return out
 
 
 def warm_start(
@@ -438,8 +518,6 @@ def warm_start(
     completion_loss and perception_loss) and the model in HF format at ``out_dir``/final (written under
     a temporary name, then renamed); returns that folder.
     """
-    from videothinker.data.prompts import eval_prompt, train_prompt
-    from videothinker.data.video import load_visual
     from videothinker.eval.generation import resolve_device
     from videothinker.models.loading import load_model, load_processor, processor_size_factor
 
@@ -455,42 +533,30 @@ def warm_start(
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     processor = load_processor(model_dir)
-    model = load_model(model_dir, dtype="float32", device=device)
-    size_factor = config.video.size_factor or processor_size_factor(processor)
-    prompts = [(train_prompt(r, config.template), eval_prompt(r)) for r in records]
-    frames: dict[str, object] = {}  # a few hundred small clips: decode each once
-
-    def visual(record: Record):
-        if record.video is None:
-            return None
-        if record.video not in frames:
-            frames[record.video] = load_visual(
-                record.video, record.data_type, config.video, size_factor, fps=record.extra.get("fps")
-            )
-        return frames[record.video]
-
-    rng = random.Random(config.seed)
-    order: list[int] = []
-
-    def next_batch() -> tuple[list[str], list[int]]:
-        """The next records' indices (shuffled epochs), each with its prompt template drawn."""
-        nonlocal order
-        while len(order) < config.batch_size:
-            more = list(range(len(records)))
-            rng.shuffle(more)
-            order += more
-        picked, order = order[: config.batch_size], order[config.batch_size :]
-        return [prompts[i][rng.random() < config.eval_prompt_share] for i in picked], picked
-
-    def build(plan: tuple[list[str], list[int]]):
-        chosen_prompts, picked = plan
-        batch = completion_batch(
-            processor, chosen_prompts, [visual(records[i]) for i in picked], [targets[i] for i in picked]
+    total = config.perception_steps + config.steps
+    batches = WarmStartBatches(
+        processor,
+        records,
+        targets,
+        plan_batches(records, config, total),
+        config,
+        config.video.size_factor or processor_size_factor(processor),
+        perception if config.perception_weight > 0 else None,
+    )
+    workers = batch_workers(config.workers, device)
+    if workers:  # the workers tokenise one batch each; the tokenizer's own threads would fight them
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The workers start before the model reaches the GPU; each builds whole batches, in order.
+    loader = iter(
+        torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=4 if workers else None,
+            pin_memory=device == "cuda",
         )
-        if head is not None:
-            batch["collision_colors"] = torch.tensor([perception[i] for i in picked])
-        return batch
-
+    )
+    model = load_model(model_dir, dtype="float32", device=device)
     head = None
     parameters = list(model.parameters())
     if config.perception_weight > 0:
@@ -500,16 +566,11 @@ def warm_start(
     log = (out_dir / LOG_FILE).open("w", encoding="utf-8")
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.bf16 and device == "cuda")
-    # The next batch is tokenised and patchified in a worker thread while this one trains.
-    total = config.perception_steps + config.steps
-    with progress() as bar, log, ThreadPoolExecutor(max_workers=1) as pool:
+    with progress() as bar, log:
         task = bar.add_task("warm start", total=total, info="")
-        upcoming = pool.submit(build, next_batch())
         for step in range(total):
             started = time.perf_counter()
-            batch = upcoming.result().to(device)
-            if step + 1 < total:
-                upcoming = pool.submit(build, next_batch())
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(loader).items()}
             # First the vision tower alone on the perception loss, then the whole model.
             vision_only = step < config.perception_steps
             phase_step, phase_steps = (
