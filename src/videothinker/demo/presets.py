@@ -146,9 +146,9 @@ _CPU_RL = {
 # builds its base with them; the presets that start from the packaged base record them (how it was
 # made) and keep its world and frames.
 _RECIPE: dict[str, Any] = {
-    "warm_steps": 1400,
+    "warm_steps": 1600,
     "warm_lr": 1e-3,
-    "warm_batch": 32,
+    "warm_batch": 48,
     "warm_think": "lookup",
     "warm_describe": True,
     "mark_radius": 0.5,
@@ -184,12 +184,12 @@ PRESETS: dict[str, DemoPreset] = {
         rl={**_LOOKUP_RL, "grpo.max_steps": 4},
     ),
     # Builds its base: the warm start that made the packaged base on one H200 (docs/EXPERIMENT_GPU.md:
-    # 1400 steps, 5 min 15 s beside another run; describe first, lookup chains of thought, mark radius
-    # 0.5, a 4-block vision tower). Three seeds of the whole run do not fit one 10-minute call; the
-    # 3-seed experiment gives it the packaged base (--set base_model=...) and runs the RL stages.
+    # 5000 scenes, 1600 steps of 48, 7 min 18 s beside another run; describe first, lookup chains of
+    # thought, mark radius 0.5, a 4-block vision tower). Three seeds of the whole run do not fit one
+    # 10-minute call; the 3-seed experiment gives it the packaged base (--set base_model=...).
     "gpu": DemoPreset(
         name="gpu",
-        warm_scenes=3000,
+        warm_scenes=5000,
         train_scenes=1500,
         test_scenes=400,
         **_RECIPE,
