@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument(
         "--mark-radius",
         type=float,
-        help="a contact mark's radius as a fraction of the object's (default 0.3)",
+        help="a contact mark's radius as a fraction of the object's (default 0.5, the recommended world; a lab.json written before marks had a size means 0.3)",
     )
     gen.add_argument("--workers", type=int, help="processes generating scenes in parallel (default 1)")
 

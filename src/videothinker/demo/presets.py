@@ -79,7 +79,7 @@ class DemoPreset:
     fps: int = 8
     world: dict[str, Any] = field(default_factory=dict)
     contact_marks: bool = True
-    mark_radius: float = 0.3
+    mark_radius: float = 0.5
     video_format: str = "mp4"
     lab_workers: int = 1
     model: dict[str, int] = field(default_factory=dict)

@@ -91,7 +91,7 @@ class LabConfig:
     videos: bool = True
     video_format: str = "mp4"
     contact_marks: bool = True
-    mark_radius: float = 0.3
+    mark_radius: float = 0.5
     workers: int = 1
     world: WorldConfig = field(default_factory=WorldConfig)
 
