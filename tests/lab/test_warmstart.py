@@ -4,6 +4,7 @@ and a short warm start that lowers the completion loss on its data."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -265,8 +266,9 @@ def test_warm_start_with_batch_workers_equals_in_process(tiny_qwen2_5_vl_dir, mi
         steps=3, learning_rate=3e-3, batch_size=4, device="cpu", video=VideoConfig(**SMALL_VIDEO), workers=0
     )
     serial = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "serial", config)
-    config = WarmStartConfig(**{**config.__dict__, "workers": 2})
-    pooled = warm_start(tiny_qwen2_5_vl_dir, records, targets, tmp_path / "pooled", config)
+    pooled = warm_start(
+        tiny_qwen2_5_vl_dir, records, targets, tmp_path / "pooled", replace(config, workers=2)
+    )
 
     def losses(folder: Path) -> list[float]:
         return [json.loads(line)["loss"] for line in (folder.parent / "log.jsonl").read_text().splitlines()]

@@ -399,9 +399,11 @@ class WarmStartConfig:
             ``steps`` of the warm start (each phase with its own warmup and decay); needs
             ``perception_weight`` > 0.
         workers: processes that build the batches (tokenise, patchify) ahead of the step (None: 2
-            on a GPU machine, `batch_workers`); 0: this process builds each in turn. Batches are planned here from ``seed`` and only built
-            there, so the training is the same for any count. Building a batch of 32 lab clips takes
-            about 0.15 s of one core (mostly the video processor's patchify), as long as a GPU step.
+            on a GPU machine, `batch_workers`); 0: this process builds each in turn. Batches are
+            planned here from ``seed`` and only built there, so the training is the same for any
+            count. A batch of 32 lab clips takes about 0.15 s of one core to build (mostly the video
+            processor's patchify); on one H200 the workers left the step time where a prefetching
+            thread had it (0.20 vs 0.21 s beside another run), so the step is bound elsewhere.
     """
 
     steps: int = 100
