@@ -160,7 +160,7 @@ def test_bad_values_are_errors(override, message):
         (["reward_funcs=[accuracy, lenght]"], "unknown reward 'lenght'"),
         (["reward_weights=[1.0]"], "1 weights for 2 reward_funcs"),
         (["reward_weights=[1, 0.5, 2]"], "3 weights for 2 reward_funcs"),
-        (["report_to=[wandb]"], "grpo.report_to must be one of jsonl, tensorboard"),
+        (["report_to=[mlflow]"], "grpo.report_to must be one of jsonl, tensorboard, wandb"),
         (["template=fancy"], "data.template must be one of single, multiple, mixed, auto"),
         (["prompt_truncation=video"], "data.prompt_truncation must be one of error, text"),
         (["dtype=fp8"], "model.dtype must be one of"),

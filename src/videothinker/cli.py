@@ -14,6 +14,7 @@ import sys
 # Subcommand name -> module under videothinker.commands, in the order --help lists them.
 COMMANDS = {
     "demo": "demo",
+    "study": "study",
     "train": "train",
     "eval": "evaluate",
     "score": "score",

@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from videothinker.cdpo_config import CDPOConfig, CollapseConfig
 from videothinker.distributed_config import DistributedConfig
 from videothinker.yaml_config import choice_problems as _choice
 from videothinker.yaml_config import help_field as _field
@@ -56,7 +57,7 @@ DTYPES = ("bfloat16", "float16", "float32", "auto")
 PROMPT_TRUNCATION = ("error", "text")
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")  # == videothinker.rl.losses.LOSS_TYPES (a test holds them equal)
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")  # transformers.get_scheduler names
-REPORTERS = ("jsonl", "tensorboard")
+REPORTERS = ("jsonl", "tensorboard", "wandb")
 
 
 @dataclasses.dataclass
@@ -298,7 +299,9 @@ class GRPOConfig:
         42, "seed of sampling, data order and initialisation (reference scripts: data_seed 42)"
     )
     report_to: list[str] = _field(
-        ["jsonl"], "metric sinks: jsonl (log.jsonl in output_dir, always written) and optionally tensorboard"
+        ["jsonl"],
+        "metric sinks: jsonl (log.jsonl in output_dir, always written), tensorboard, wandb (pip install "
+        "wandb; its WANDB_* variables apply, e.g. WANDB_MODE=offline, WANDB_PROJECT)",
     )
     max_nonfinite_steps: int = _field(
         3, "a non-finite loss or gradient skips the step; this many such steps in a row stop the run"
@@ -415,6 +418,12 @@ class TrainConfig:
     distributed: DistributedConfig = dataclasses.field(
         default_factory=DistributedConfig, metadata={"help": "several processes: replicate or shard"}
     )
+    cdpo: CDPOConfig = dataclasses.field(
+        default_factory=CDPOConfig, metadata={"help": "bounds on CDPO's repulsion (off by default)"}
+    )
+    collapse: CollapseConfig = dataclasses.field(
+        default_factory=CollapseConfig, metadata={"help": "when a collapsing run stops"}
+    )
     stage: str = _field("grpo", "bias | cdpo | grpo; sets stage_defaults() under the YAML and --set")
     reference: str | None = _field(
         None,
@@ -434,6 +443,7 @@ class TrainConfig:
     def problems(self) -> list[str]:
         out = self.model.problems() + self.data.problems() + self.grpo.problems() + self.rollout.problems()
         out += self.distributed.problems(self.model.lora_r, self.grpo.optim)
+        out += self.cdpo.problems(self.stage, self.grpo.beta) + self.collapse.problems()
         if self.stage not in STAGES:
             return out + _choice("stage", self.stage, STAGES)
         beta, kind = self.grpo.beta, self.data.question_kind

@@ -319,16 +319,25 @@ def train_stage(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> 
 
 
 def evaluate_model(
-    paths: DemoPaths, preset: DemoPreset, name: str, device: str, split: str = "test"
+    paths: DemoPaths,
+    preset: DemoPreset,
+    name: str,
+    device: str,
+    split: str = "test",
+    *,
+    model_dir: Path | None = None,
+    tag: str | None = None,
 ) -> dict[str, Any]:
     """Greedy evaluation of one model on a held-out set's questions and perception probes (resumes from
-    its predictions), into DIR/eval/<name> (split test) or DIR/eval/<name>-<split>."""
+    its predictions), into DIR/eval/<name> (split test) or DIR/eval/<name>-<split>; ``model_dir`` and
+    ``tag`` evaluate another folder of the run (a checkpoint) into DIR/eval/<tag>-<split>."""
     from videothinker.config import VideoConfig
     from videothinker.eval.benchmarks import load_benchmarks
     from videothinker.eval.generation import ModelGenerator
     from videothinker.eval.runner import EvalSettings, evaluate
 
-    model = str(paths.model(name))
+    model = str(model_dir or paths.model(name))
+    name = tag or name
     settings = EvalSettings(
         model=model,
         batch_size=preset.eval_batch_size,

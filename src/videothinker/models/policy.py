@@ -107,30 +107,56 @@ def build_policy_and_reference(
         master = policy.dtype == torch.float32
         shard_model(policy, mesh, param_dtype=torch.bfloat16 if g.bf16 and master else None)
     shard_reference = mesh is not None and config.distributed.reference == "shard"
-
-    def frozen(model):
-        model = model.requires_grad_(False)
-        return shard_model(model, mesh) if shard_reference else model
-
     lora_model = lora.add_policy_adapter(policy, m, checkpoint) if m.lora_r else None
-    ref_kwargs = {
-        "dtype": "bfloat16" if g.bf16 else m.dtype,
-        "attn_implementation": m.attn_implementation,
-        "trust_remote_code": m.trust_remote_code,
-        "device": None if shard_reference else device,
-    }
-    reference = None
-    if plan.kind == "model":
-        reference = Reference(plan, frozen(load_model(plan.path, **ref_kwargs)))
-    elif plan.kind == "merged_adapter":
-        if m.lora_r:
-            warn(
-                f"the reference adapter's base {plan.base} is not the policy's ({m.path}), so it is loaded as a "
-                f"second model; if it is the same model, set reference_base={m.path} to share one base"
-            )
-        reference = Reference(plan, frozen(load_merged_adapter(plan.path, plan.base, **ref_kwargs)))
-    elif plan.in_policy:
-        if plan.kind == "policy_adapter":
-            lora.add_reference_adapter(lora_model, plan.path, device)
-        reference = Reference(plan, policy=policy, lora_model=lora_model)
-    return policy, lora_model, reference
+    hold = _Holder(config, device, policy, lora_model, mesh, shard_reference)
+    return policy, lora_model, hold(plan)
+
+
+def build_initial_reference(config: TrainConfig, device, policy, lora_model, mesh=None) -> Reference:
+    """The initial model (``model.path``) as a frozen `Reference` beside the run's own: CDPO's anchor
+    (``cdpo.anchor_beta``) or what ``kl_init`` is measured against. For a LoRA policy it is the
+    policy's base with the adapters off (no extra memory); otherwise a third model, in bf16 under
+    ``grpo.bf16``."""
+    shard_reference = mesh is not None and config.distributed.reference == "shard"
+    kind = "policy_base" if config.model.lora_r else "model"
+    hold = _Holder(config, device, policy, lora_model, mesh, shard_reference)
+    return hold(lora.ReferencePlan(kind, config.model.path))
+
+
+class _Holder:
+    """Holds a planned reference: loads it as a frozen model, merges an adapter, or switches the
+    policy's own adapters (`Reference`)."""
+
+    def __init__(self, config: TrainConfig, device, policy, lora_model, mesh, shard_reference: bool):
+        m, g = config.model, config.grpo
+        self.m, self.device, self.policy, self.lora_model = m, device, policy, lora_model
+        self.mesh, self.shard_reference = mesh, shard_reference
+        self.kwargs = {
+            "dtype": "bfloat16" if g.bf16 else m.dtype,
+            "attn_implementation": m.attn_implementation,
+            "trust_remote_code": m.trust_remote_code,
+            "device": None if shard_reference else device,
+        }
+
+    def frozen(self, model):
+        model = model.requires_grad_(False)
+        return shard_model(model, self.mesh) if self.shard_reference else model
+
+    def __call__(self, plan: lora.ReferencePlan) -> Reference | None:
+        """The `Reference` of ``plan`` (None for kind none: beta = 0)."""
+        if plan.kind == "model":
+            return Reference(plan, self.frozen(load_model(plan.path, **self.kwargs)))
+        if plan.kind == "merged_adapter":
+            if self.m.lora_r:
+                warn(
+                    f"the reference adapter's base {plan.base} is not the policy's ({self.m.path}), so it is "
+                    f"loaded as a second model; if it is the same model, set reference_base={self.m.path} to "
+                    "share one base"
+                )
+            merged = load_merged_adapter(plan.path, plan.base, **self.kwargs)
+            return Reference(plan, self.frozen(merged))
+        if plan.in_policy:
+            if plan.kind == "policy_adapter":
+                lora.add_reference_adapter(self.lora_model, plan.path, self.device)
+            return Reference(plan, policy=self.policy, lora_model=self.lora_model)
+        return None

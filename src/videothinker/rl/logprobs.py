@@ -69,10 +69,22 @@ def _head_logprobs(
     index: torch.Tensor,  # [n]
     lm_head: torch.nn.Module,
     temperature: float,
-) -> torch.Tensor:  # [n] float32
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [n] float32 (and [n] entropy, no grad)
     logits = lm_head(hidden).float() / temperature  # [n, V]
     picked = logits.gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    lse = torch.logsumexp(logits, dim=-1)  # [n]
+    if not entropy:
+        return picked - lse
+    with torch.no_grad():  # H = logsumexp(z) - sum softmax(z) * z
+        ent = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)  # [n]
+    return picked - lse, ent
+
+
+def _entropy_of_logits(logits: torch.Tensor) -> torch.Tensor:  # [..., V] -> [...], no grad
+    with torch.no_grad():
+        logp = torch.log_softmax(logits, dim=-1)
+        return -(logp.exp() * logp).sum(-1)
 
 
 def head_logprobs(
@@ -82,30 +94,38 @@ def head_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> torch.Tensor:  # [...] float32
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [...] float32
     """Log-probs of ``index`` under ``lm_head(hidden) / temperature``, ``chunk_size`` rows at a time.
 
     Equals ``selective_log_softmax(lm_head(hidden).float() / temperature, index)``. With grad
     enabled, each chunk is checkpointed: backward recomputes its [chunk, V] logits instead of
-    keeping them, so the memory of logits is one chunk's, not the whole completion's.
+    keeping them, so the memory of logits is one chunk's, not the whole completion's. With
+    ``entropy``, also returns each position's entropy of that distribution (no grad), computed from
+    the same chunk of logits: ``-(softmax(z) * log_softmax(z)).sum(-1)``.
     """
     flat_hidden = hidden.reshape(-1, hidden.shape[-1])  # [N, D]
     flat_index = index.reshape(-1)  # [N]
     recompute = torch.is_grad_enabled()
-    out = []
+    out, ent = [], []
     for start in range(0, flat_hidden.shape[0], chunk_size):
         args = (
             flat_hidden[start : start + chunk_size],
             flat_index[start : start + chunk_size],
             lm_head,
             temperature,
+            entropy,
         )
-        out.append(
-            checkpoint(_head_logprobs, *args, use_reentrant=False) if recompute else _head_logprobs(*args)
-        )
+        got = checkpoint(_head_logprobs, *args, use_reentrant=False) if recompute else _head_logprobs(*args)
+        if entropy:
+            got, chunk_entropy = got
+            ent.append(chunk_entropy.detach())
+        out.append(got)
     if not out:
-        return hidden.new_zeros(index.shape, dtype=torch.float32)
-    return torch.cat(out).view(index.shape)
+        empty = hidden.new_zeros(index.shape, dtype=torch.float32)
+        return (empty, empty.clone()) if entropy else empty
+    logprobs = torch.cat(out).view(index.shape)
+    return (logprobs, torch.cat(ent).view(index.shape)) if entropy else logprobs
 
 
 def _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask, num_generations) -> None:
@@ -129,8 +149,11 @@ def completion_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> torch.Tensor:  # [B*G, T] float32
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [B*G, T] float32
     """Log-probs of the completion tokens, each video encoded once and shared by its G completions.
+    With ``entropy``, also the entropy of the policy's distribution at each completion position (no
+    grad), as a second [B*G, T] tensor.
 
     Equals `naive_completion_logprobs` (same arguments) at every position where ``completion_mask``
     is 1, values and gradients alike (after the first EOS the two may differ; nothing reads there).
@@ -166,6 +189,7 @@ def completion_logprobs(
             num_generations,
             temperature=temperature,
             chunk_size=chunk_size,
+            entropy=entropy,
         )
     body = vlm_body(model)
     G = num_generations
@@ -208,6 +232,7 @@ def completion_logprobs(
         model.get_output_embeddings(),
         temperature=temperature,
         chunk_size=chunk_size,
+        entropy=entropy,
     )
 
 
@@ -222,11 +247,13 @@ def naive_completion_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> torch.Tensor:  # [B*G, T] float32
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [B*G, T] float32
     """The reference path of `completion_logprobs`, read straight off the model: each prompt and
     its visuals repeated G times, one forward of the model on prompt + completion, full logits,
-    ``log_softmax(logits[:, P-1:-1].float() / temperature).gather(completion_ids)``.
-    ``chunk_size`` is accepted for a common signature and unused."""
+    ``log_softmax(logits[:, P-1:-1].float() / temperature).gather(completion_ids)`` (and, with
+    ``entropy``, ``-(p * log p).sum(-1)`` of the same distribution). ``chunk_size`` is accepted for a
+    common signature and unused."""
     _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask, num_generations)
     G, P = num_generations, prompt_ids.shape[1]
     body = vlm_body(model)
@@ -241,7 +268,8 @@ def naive_completion_logprobs(
             kwargs["mm_token_type_ids"] = modality_type_ids(input_ids, body.config)
     logits = model(input_ids=input_ids, use_cache=False, **kwargs).logits  # [B*G, P+T, V]
     logits = logits[:, P - 1 : -1].float() / temperature  # [B*G, T, V]
-    return torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return (logprobs, _entropy_of_logits(logits)) if entropy else logprobs
 
 
 def rollout_logprobs(
@@ -251,11 +279,12 @@ def rollout_logprobs(
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     grad: bool = True,
-) -> torch.Tensor:  # [B*G, T] float32
-    """`completion_logprobs` of a rollout's completions. ``grad=False`` is the reference model's
-    (and old-policy) mode: under ``torch.no_grad()``, so neither autograd state nor the per-chunk
-    recompute of the lm_head is kept (put the reference model in eval mode: HF checkpointing only
-    acts in training mode)."""
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [B*G, T] float32
+    """`completion_logprobs` of a rollout's completions (and their entropies, with ``entropy``).
+    ``grad=False`` is the reference model's (and old-policy) mode: under ``torch.no_grad()``, so
+    neither autograd state nor the per-chunk recompute of the lm_head is kept (put the reference
+    model in eval mode: HF checkpointing only acts in training mode)."""
     args = (
         model,
         rollout.prompt_ids,
@@ -265,7 +294,8 @@ def rollout_logprobs(
         rollout.video,
         rollout.num_generations,
     )
+    kwargs = {"temperature": temperature, "chunk_size": chunk_size, "entropy": entropy}
     if grad:
-        return completion_logprobs(*args, temperature=temperature, chunk_size=chunk_size)
+        return completion_logprobs(*args, **kwargs)
     with torch.no_grad():
-        return completion_logprobs(*args, temperature=temperature, chunk_size=chunk_size)
+        return completion_logprobs(*args, **kwargs)

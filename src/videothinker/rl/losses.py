@@ -15,12 +15,21 @@ Per completion token (docs/LOSS.md has the derivation and the reference values):
 
 The sign of ``beta`` is applied in `policy_loss` only and the clamp lives in `k3_kl` only.
 
+The paper's repulsion is unbounded in practice (docs/LOSS.md, "Bounded repulsion"): on a token the
+policy already finds likelier than the bias model its gradient pushes that token up further, so a
+strong repulsion sharpens the policy into degenerate text. Three bounds, each off unless set:
+`repulsion` caps the repelled term per token (``kl_cap``) or keeps only the tokens the bias model
+finds at least as likely as the policy (``one_sided``); ``anchor_beta`` adds an attracting k3 term to
+the initial model; `RepulsionController` adapts ``|beta|`` to hold KL(policy || bias) at a target.
+
 Shapes: B prompts, G generations per prompt, N = B * G completions, T completion tokens (padded).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -106,6 +115,44 @@ def k3_kl(
     return torch.exp(d) - d - 1
 
 
+def repulsion(
+    logprobs: torch.Tensor,  # [N, T]
+    ref_logprobs: torch.Tensor,  # [N, T]
+    kl_clamp: float,
+    *,
+    kl_cap: float | None = None,
+    one_sided: bool = False,
+) -> torch.Tensor:  # [N, T]
+    """The per-token term that a negative ``beta`` maximises: ``k3_kl`` as it is (the paper's form),
+    or bounded.
+
+    - ``one_sided``: only tokens the reference finds at least as likely as the policy
+      (``ref_logprobs >= logprobs``) count; elsewhere the term is 0. Its gradient in ``logprobs`` is
+      ``1 - p_ref / p <= 0`` on the tokens kept, so it only ever pushes down tokens the bias model
+      favours, never pushes up the policy's own (the side that sharpens into degenerate text).
+    - ``kl_cap``: ``min(term, kl_cap)``; the term adds at most ``kl_cap`` per token, and a token past
+      the cap gets no repulsive gradient (PAPO caps its maximised KL the same way, ``kl_prcp_cap``).
+      ``k3 = kl_cap`` at ``|ref_logprobs - logprobs|`` of about 0.56 (reference likelier) to 0.7
+      (policy likelier) for ``kl_cap = 0.2``.
+
+    Bound: ``0 <= repulsion <= min(kl_cap, exp(kl_clamp) - kl_clamp - 1)``.
+
+    >>> lp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-3.0, -1.0]])  # k3: e^-2+1, e^1-2
+    >>> repulsion(lp, ref, 11.0)
+    tensor([[1.1353, 0.7183]])
+    >>> repulsion(lp, ref, 11.0, kl_cap=0.8, one_sided=True)
+    tensor([[0.0000, 0.7183]])
+    """
+    term = k3_kl(logprobs, ref_logprobs, kl_clamp)  # [N, T]
+    if one_sided:
+        term = torch.where(ref_logprobs >= logprobs, term, torch.zeros_like(term))
+    if kl_cap is not None:
+        if kl_cap <= 0:
+            raise ValueError(f"kl_cap must be > 0, got {kl_cap}")
+        term = torch.clamp(term, max=kl_cap)
+    return term
+
+
 def _aggregate(
     values: torch.Tensor,  # [N, T], zero where masked
     mask: torch.Tensor,  # [N, T] float, 1 for completion tokens
@@ -135,6 +182,10 @@ def policy_loss(
     kl_clamp: float = 11.0,
     loss_type: str = "grpo",
     max_completion_length: int | None = None,
+    kl_cap: float | None = None,
+    one_sided: bool = False,
+    anchor_logprobs: torch.Tensor | None = None,  # [N, T] the same under the initial model (no grad)
+    anchor_beta: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped policy-gradient loss with a signed k3 KL term (GRPO with ``beta >= 0``, CDPO with
     ``beta < 0``).
@@ -143,6 +194,12 @@ def policy_loss(
     with ``ratio = exp(logprobs - old_logprobs)`` and ``kl = k3_kl(logprobs, ref_logprobs, kl_clamp)``.
     Minimising it with ``beta > 0`` pulls the policy toward the reference; with ``beta < 0`` it pushes
     the policy away (the CDPO objective, reference = bias model).
+
+    Bounded repulsion (beta < 0 only; all off by default, and then the loss is the paper's exactly):
+    ``kl`` in the repelling term becomes ``repulsion(logprobs, ref_logprobs, kl_clamp, kl_cap=kl_cap,
+    one_sided=one_sided)``, and ``anchor_beta > 0`` adds ``+ anchor_beta * k3_kl(logprobs,
+    anchor_logprobs, kl_clamp)`` to the token loss: an attraction to the initial model beside the
+    repulsion from the bias model.
 
     Aggregation of token losses over the batch (``loss_type``):
         ``grpo``: mean over each completion's tokens, then mean over completions (default; the
@@ -164,6 +221,9 @@ def policy_loss(
         kl_clamp: bound on |ref_logprobs - logprobs| inside the k3 estimator (11 in the public code).
         loss_type: ``grpo``, ``dapo`` or ``dr_grpo``.
         max_completion_length: the ``dr_grpo`` normaliser.
+        kl_cap, one_sided: bounds on the repelled term (`repulsion`); need ``beta < 0``.
+        anchor_logprobs, anchor_beta: the initial model's log-probs and the coefficient (>= 0) of the
+            attracting KL term to it; need ``beta < 0``.
 
     Returns:
         ``(loss, metrics)``: a 0-d loss with grad, and detached 0-d tensors (float32, float64 for float64 inputs):
@@ -171,7 +231,11 @@ def policy_loss(
         (fraction of tokens where the clipped branch is active: ratio below 1 - epsilon_low with
         A < 0, or above 1 + epsilon_high with A > 0), ``clip_low_fraction``, ``clip_high_fraction`` (the
         two cases apart) and ``ratio_mean`` (mean importance ratio per token); the fractions and the
-        ratio are token-level means over unmasked tokens.
+        ratio are token-level means over unmasked tokens. With a repulsion (beta < 0) also
+        ``repulsion`` (the repelled term per token, after its bounds, aggregated as the loss) and
+        ``repel_share`` (the repelling term's share of the loss's per-token magnitudes,
+        ``sum|beta * repulsion| / (sum|ratio * A| + sum|beta * repulsion| + sum|anchor_beta * kl_anchor|)``);
+        with an anchor, ``kl_anchor`` (k3 KL to the initial model per token, aggregated as the loss).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {', '.join(LOSS_TYPES)}")
@@ -179,11 +243,25 @@ def policy_loss(
         raise ValueError(
             f"beta={beta} needs ref_logprobs (the reference model's log-probs); only beta=0 runs without one"
         )
+    bounded = kl_cap is not None or one_sided or anchor_beta != 0.0
+    if bounded and beta >= 0:
+        raise ValueError(
+            f"kl_cap, one_sided and anchor_beta bound a repulsion: they need beta < 0, got beta={beta}"
+        )
+    if anchor_beta < 0:
+        raise ValueError(f"anchor_beta attracts to the initial model: it must be >= 0, got {anchor_beta}")
+    if anchor_beta != 0.0 and anchor_logprobs is None:
+        raise ValueError(f"anchor_beta={anchor_beta} needs anchor_logprobs (the initial model's log-probs)")
     if epsilon_low <= 0 or epsilon_high <= 0:
         raise ValueError(f"epsilon_low and epsilon_high must be > 0, got {epsilon_low}, {epsilon_high}")
     if logprobs.dim() != 2:
         raise ValueError(f"logprobs must be [N, T], got shape {tuple(logprobs.shape)}")
-    named = {"old_logprobs": old_logprobs, "completion_mask": completion_mask, "ref_logprobs": ref_logprobs}
+    named = {
+        "old_logprobs": old_logprobs,
+        "completion_mask": completion_mask,
+        "ref_logprobs": ref_logprobs,
+        "anchor_logprobs": anchor_logprobs,
+    }
     for name, tensor in named.items():
         if tensor is not None and tensor.shape != logprobs.shape:
             raise ValueError(f"{name} has shape {tuple(tensor.shape)}, logprobs {tuple(logprobs.shape)}")
@@ -207,12 +285,31 @@ def policy_loss(
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # [N, T]
     surrogate = torch.minimum(ratio * adv, clipped_ratio * adv)  # [N, T]
 
+    extra: dict[str, torch.Tensor] = {}
     if ref_logprobs is None:
         kl = torch.zeros_like(surrogate)  # [N, T]
         token_loss = -surrogate
     else:
-        kl = k3_kl(logprobs_, clean(ref_logprobs).detach(), kl_clamp) * mask  # [N, T]
-        token_loss = -surrogate if beta == 0.0 else -(surrogate - beta * kl)
+        ref_ = clean(ref_logprobs).detach()
+        kl = k3_kl(logprobs_, ref_, kl_clamp) * mask  # [N, T]
+        if beta >= 0.0:
+            token_loss = -surrogate if beta == 0.0 else -(surrogate - beta * kl)
+        else:
+            repelled = (
+                kl
+                if not (kl_cap is not None or one_sided)
+                else (repulsion(logprobs_, ref_, kl_clamp, kl_cap=kl_cap, one_sided=one_sided) * mask)
+            )  # [N, T]
+            token_loss = -(surrogate - beta * repelled)
+            magnitudes = [(ratio * adv).abs() * mask, (beta * repelled).abs()]  # [N, T] each
+            if anchor_beta != 0.0:
+                kl_anchor = k3_kl(logprobs_, clean(anchor_logprobs).detach(), kl_clamp) * mask  # [N, T]
+                token_loss = token_loss + anchor_beta * kl_anchor
+                magnitudes.append((anchor_beta * kl_anchor).abs())
+                extra["kl_anchor"] = _aggregate(kl_anchor.detach(), mask, loss_type, max_completion_length)
+            extra["repulsion"] = _aggregate(repelled.detach(), mask, loss_type, max_completion_length)
+            total = sum(m.detach().sum() for m in magnitudes)
+            extra["repel_share"] = magnitudes[1].detach().sum() / total.clamp(min=1e-30)
 
     loss = _aggregate(token_loss * mask, mask, loss_type, max_completion_length)
 
@@ -226,5 +323,70 @@ def policy_loss(
             "clip_low_fraction": low.to(dtype).sum() / n_tokens,
             "clip_high_fraction": high.to(dtype).sum() / n_tokens,
             "ratio_mean": (ratio.detach() * mask).sum() / n_tokens,
+            **extra,
         }
     return loss, metrics
+
+
+class RepulsionController:
+    """Adapts ``|beta|`` of a repulsion so that KL(policy || bias) holds at a target, stated relative to
+    the KL measured over the first steps: one setting for models of any size (the adaptive KL controller
+    of PPO and Ziegler et al. 2019, turned around: there a too-large KL raises an attraction, here it
+    lowers a repulsion).
+
+    For the first ``warmup`` steps beta stays as given and the KL is averaged; the policy is then about
+    the initial model, so the average is KL(base || bias). The target is ``ratio`` times it. After
+    that, each step::
+
+        |beta| <- clamp(|beta| * exp(-rate * clamp(log(kl / target), -1, 1)), beta_min, beta_max)
+
+    so a KL below the target strengthens the repulsion and one above it weakens it, by at most a
+    factor ``exp(rate)`` a step. Bound: ``beta_min <= |beta| <= beta_max`` always.
+
+    >>> c = RepulsionController(beta=-0.1, ratio=2.0, warmup=1, rate=0.1, beta_max=1.0)
+    >>> c.update(0.01)  # warmup: target = 2 * 0.01
+    -0.1
+    >>> round(c.update(0.01), 4)  # kl half the target: log 0.5 = -0.69 -> |beta| * exp(0.069)
+    -0.1072
+    >>> round(c.update(0.2), 4)  # 10x the target: log clamped to 1 -> |beta| * exp(-0.1)
+    -0.097
+    """
+
+    def __init__(
+        self,
+        beta: float,
+        ratio: float,
+        warmup: int = 5,
+        rate: float = 0.1,
+        beta_max: float = 1.0,
+        beta_min: float = 1e-4,
+    ):
+        if beta >= 0:
+            raise ValueError(f"the controller adapts a repulsion: beta must be < 0, got {beta}")
+        if ratio <= 0 or warmup < 1 or rate <= 0 or not 0 < beta_min <= beta_max:
+            raise ValueError(
+                f"need ratio > 0, warmup >= 1, rate > 0 and 0 < beta_min <= beta_max; got ratio={ratio}, "
+                f"warmup={warmup}, rate={rate}, beta_min={beta_min}, beta_max={beta_max}"
+            )
+        self.beta, self.ratio, self.warmup, self.rate = beta, ratio, warmup, rate
+        self.beta_min, self.beta_max = beta_min, beta_max
+        self.seen: list[float] = []  # the warmup's KL values
+        self.target: float | None = None
+
+    def update(self, kl: float) -> float:
+        """Take the step's KL(policy || bias); return beta for the next step."""
+        if self.target is None:
+            self.seen.append(float(kl))
+            if len(self.seen) >= self.warmup:
+                self.target = self.ratio * max(sum(self.seen) / len(self.seen), 1e-8)
+            return self.beta
+        error = min(max(math.log(max(kl, 1e-12) / self.target), -1.0), 1.0)
+        size = min(max(abs(self.beta) * math.exp(-self.rate * error), self.beta_min), self.beta_max)
+        self.beta = -size
+        return self.beta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta, "seen": list(self.seen), "target": self.target}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.beta, self.seen, self.target = state["beta"], list(state["seen"]), state["target"]

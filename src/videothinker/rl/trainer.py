@@ -48,8 +48,9 @@ from videothinker.rl.checkpoint import (
     load_trainer_state,
     save_checkpoint,
 )
+from videothinker.rl.health import CollapseMonitor, degenerate_share
 from videothinker.rl.logger import JsonlLogger
-from videothinker.rl.losses import group_advantages, policy_loss
+from videothinker.rl.losses import RepulsionController, group_advantages, k3_kl, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
 from videothinker.rl.processes import Collectives, all_reduce_grads, sampling_seed
@@ -62,6 +63,10 @@ from videothinker.yaml_config import to_dict
 
 class TrainingError(RuntimeError):
     """The run cannot go on (e.g. several non-finite steps in a row)."""
+
+
+class CollapseError(TrainingError):
+    """The run collapsed (rl/health.py): it stopped, and its last good checkpoint is kept."""
 
 
 @dataclass
@@ -125,6 +130,7 @@ class MicroBatch:
     advantages: torch.Tensor  # [B*G]
     rewards: dict[str, list[float]]  # reward name -> [B*G]
     total_reward: torch.Tensor  # [B*G]
+    degenerate: float = 0.0  # share of degenerate completions (rl/health.py)
 
 
 class Trainer:
@@ -157,7 +163,9 @@ class Trainer:
         set_seed(g.seed)
         is_main = self.accelerator.is_main_process
         tb_dir = self.out / "tensorboard" if "tensorboard" in (g.report_to or []) else None
-        self.logger = JsonlLogger(self.out / "log.jsonl", tb_dir, enabled=is_main)
+        self.logger = JsonlLogger(
+            self.out / "log.jsonl", tb_dir, enabled=is_main, wandb="wandb" in (g.report_to or []), config=cfg
+        )
 
         checkpoint = self._checkpoint_to_resume(resume)
         plan = lora.plan_reference(cfg)
@@ -178,6 +186,24 @@ class Trainer:
         self.policy, self.lora, self.ref = build_policy_and_reference(
             cfg, self.device, checkpoint, plan, mesh
         )
+        self.init_ref = None  # the initial model: CDPO's anchor, or what kl_init measures against
+        if cfg.cdpo.needs_initial_model:
+            from videothinker.models.policy import build_initial_reference
+
+            self.init_ref = build_initial_reference(cfg, self.device, self.policy, self.lora, mesh)
+            print0(f"initial model {cfg.model.path}: " + _anchor_description(cfg))
+        self.controller = (
+            RepulsionController(
+                g.beta,
+                cfg.cdpo.kl_target,
+                warmup=cfg.cdpo.kl_target_warmup,
+                rate=cfg.cdpo.kl_target_rate,
+                beta_max=cfg.cdpo.beta_max,
+            )
+            if cfg.cdpo.kl_target is not None
+            else None
+        )
+        self.monitor = CollapseMonitor(cfg.collapse)
         self.engine = make_engine(self.policy, cfg.rollout, torch.bfloat16 if g.bf16 else None)
         self.eos_ids = eos_token_ids(self.policy, self.processor)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -204,7 +230,11 @@ class Trainer:
         if checkpoint is not None:
             self.state = load_trainer_state(checkpoint, self.optimizer, self.scheduler, self._processes())
             self.sampler.load_state_dict(self.state.sampler)
-            self.prompts.load_state_dict((self.state.extra or {}).get("media", {}))
+            extra = self.state.extra or {}
+            self.prompts.load_state_dict(extra.get("media", {}))
+            self.monitor.load_state_dict(extra.get("collapse", {}))
+            if self.controller is not None and "controller" in extra:
+                self.controller.load_state_dict(extra["controller"])
             self.logger.truncate_after(self.state.step)
             print0(f"resumed from {checkpoint} at step {self.state.step}")
         else:
@@ -319,22 +349,54 @@ class Trainer:
         weights = g.reward_weights or [1.0] * len(g.reward_funcs)
         total = sum(w * torch.tensor(rewards[name]) for w, name in zip(weights, g.reward_funcs))
         advantages = group_advantages(total, G, scale_rewards=g.scale_rewards)
+        ids = [row[: int(n)] for row, n in zip(rollout.completion_ids.tolist(), lengths)]
+        degenerate = degenerate_share(completions, ids)
         if g.num_iterations > 1:  # the ratio's denominator: the sampling policy, frozen for the iterations
             rollout.old_logprobs = self._logprobs(self.policy, rollout, grad=False)
         if self.ref is not None:
             with self.ref.active() as reference:
                 rollout.ref_logprobs = self._logprobs(reference, rollout, grad=False)
-        return MicroBatch(rollout, records, advantages.to(self.device), rewards, total)
+        if self.init_ref is not None:
+            with self.init_ref.active() as initial:
+                rollout.init_logprobs = self._logprobs(initial, rollout, grad=False)
+        return MicroBatch(rollout, records, advantages.to(self.device), rewards, total, degenerate)
 
-    def _logprobs(self, model, rollout, grad: bool) -> torch.Tensor:
-        """Log-probs of the rollout's completions (a sharded model's root gathered around the call)."""
+    def _logprobs(self, model, rollout, grad: bool, entropy: bool = False):
+        """Log-probs of the rollout's completions (a sharded model's root gathered around the call);
+        with ``entropy``, also the per-token entropies."""
         from videothinker.rl.logprobs import rollout_logprobs
 
         temperature = self.config.grpo.temperature
         with self.accelerator.autocast(), torch.set_grad_enabled(grad):
             return root_forward(
-                model, lambda: rollout_logprobs(model, rollout, temperature=temperature, grad=grad)
+                model,
+                lambda: rollout_logprobs(model, rollout, temperature=temperature, grad=grad, entropy=entropy),
             )
+
+    @property
+    def beta(self) -> float:
+        """This step's KL coefficient: grpo.beta, or the controller's (cdpo.kl_target)."""
+        return self.controller.beta if self.controller is not None else self.config.grpo.beta
+
+    def _health_metrics(
+        self, logprobs: torch.Tensor, entropy: torch.Tensor, rollout
+    ) -> dict[str, torch.Tensor]:
+        """The policy's mean token entropy, and the KL to the bias model (cdpo) and to the initial model
+        (where its log-probs are at hand), each a token mean over the completions (rl/health.py)."""
+        mask = rollout.completion_mask.to(entropy.dtype)  # [N, T]
+        count = mask.sum().clamp(min=1.0)
+        out = {"entropy": (entropy * mask).sum() / count}
+
+        def kl_to(other: torch.Tensor) -> torch.Tensor:
+            clean = torch.where(mask.bool(), other - logprobs, torch.zeros_like(logprobs))
+            return (k3_kl(torch.zeros_like(clean), clean, self.config.grpo.kl_clamp) * mask).sum() / count
+
+        stage = self.config.stage
+        if rollout.ref_logprobs is not None and stage in ("cdpo", "grpo"):
+            out["kl_bias" if stage == "cdpo" else "kl_init"] = kl_to(rollout.ref_logprobs)
+        if rollout.init_logprobs is not None:
+            out["kl_init"] = kl_to(rollout.init_logprobs)
+        return out
 
     def _processes(self) -> Processes:
         acc = self.accelerator
@@ -349,21 +411,27 @@ class Trainer:
         finite = True
         for mb in batches:
             r = mb.rollout
-            logprobs = self._logprobs(self.policy, r, grad=True)
+            logprobs, entropy = self._logprobs(self.policy, r, grad=True, entropy=True)
             old = r.old_logprobs if r.old_logprobs is not None else logprobs.detach()
+            c = self.config.cdpo
             loss, metrics = policy_loss(
                 logprobs,
                 old,
                 mb.advantages,
                 r.completion_mask,
                 ref_logprobs=r.ref_logprobs,
-                beta=g.beta,
+                beta=self.beta,
                 epsilon_low=g.epsilon,
                 epsilon_high=g.epsilon_high,
                 kl_clamp=g.kl_clamp,
                 loss_type=g.loss_type,
                 max_completion_length=g.max_completion_length,
+                kl_cap=c.kl_cap,
+                one_sided=c.one_sided,
+                anchor_logprobs=r.init_logprobs if c.anchor_beta > 0 else None,
+                anchor_beta=c.anchor_beta,
             )
+            metrics.update(self._health_metrics(logprobs.detach(), entropy, r))
             if not self.collectives.everywhere(bool(torch.isfinite(loss))):  # all skip, or none
                 finite = False
                 break
@@ -408,6 +476,7 @@ class Trainer:
             "total": [float(v) for mb in batches for v in mb.total_reward],
             "kinds": [r.question_kind for mb in batches for r in mb.records for _ in range(G)],
             "lengths": [float(n) for mb in batches for n in mb.rollout.completion_mask.sum(dim=1).tolist()],
+            "degenerate": [mb.degenerate for mb in batches],
             **{name: [v for mb in batches for v in mb.rewards[name]] for name in g.reward_funcs},
         }
         parts = self.collectives.gather(local)
@@ -427,6 +496,7 @@ class Trainer:
         lengths = torch.tensor(column["lengths"])
         out["completion_length"] = float(lengths.mean())
         out["completion_tokens"] = float(lengths.sum())
+        out["degenerate"] = sum(column["degenerate"]) / max(len(column["degenerate"]), 1)
         return out
 
     # ----------------------------------------------------------------------------------------- loop
@@ -456,8 +526,15 @@ class Trainer:
                     **self.collectives.max(peak_memory(self.device)),  # the fullest device's
                     decode_failures=self.prompts.failures,
                 )
-                if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps:
+                if self.controller is not None:
+                    row["beta"] = self.beta  # the beta this step used
+                    if "kl" in row:
+                        self.controller.update(row["kl"])
+                collapse = self.monitor.update(row)
+                if self.state.step % g.logging_steps == 0 or self.state.step == g.max_steps or collapse:
                     self.logger.log(row)
+                if collapse:
+                    self._stop_collapsed(collapse)
                 info = f"loss {row['loss']:.4f} reward {row['reward']:.3f}" if "loss" in row else "skipped"
                 if "peak_reserved_gib" in row:
                     info += f" peak {row['peak_reserved_gib']:.1f} GiB"
@@ -465,12 +542,53 @@ class Trainer:
                 if self.state.step % g.save_steps == 0 or self.state.step == g.max_steps:
                     self.save()
         self.prompts.close()
-        return self.save_final()
+        final = self.save_final()
+        self.logger.close()
+        return final
+
+    def _stop_collapsed(self, reason: str) -> None:
+        """Stop a collapsed run with one clear line: the step, the rule, the likely cause, the last good
+        checkpoint (saved before the collapse window began; kept, nothing is saved now) and how to go on."""
+        step, window = self.state.step, self.config.collapse.window
+        good = [c for c in list_checkpoints(self.out) if int(c.name.split("-")[-1]) <= step - window]
+        kept = (
+            f"its last good checkpoint {good[-1]} is kept" if good else "no checkpoint precedes the collapse"
+        )
+        cfg = self.config
+        if cfg.stage == "cdpo":
+            cause = f"the repulsion from the bias model is too strong (beta {self.beta:g})"
+            fix = (
+                f"resume {'it' if good else 'from the start'} with a smaller |grpo.beta| (e.g. --set "
+                f"grpo.beta={self.beta / 3:.3g}{f' --resume {good[-1]}' if good else ''}) or bound it "
+                "(--set cdpo.kl_cap=0.2, docs/LOSS.md)"
+            )
+        else:
+            cause = f"the updates are too large (learning rate {cfg.grpo.learning_rate:g})"
+            fix = "go on with a smaller grpo.learning_rate"
+        self.prompts.close()
+        self.logger.log(
+            {
+                "event": "collapse",
+                "step": step,
+                "reason": reason,
+                "checkpoint": str(good[-1]) if good else None,
+            }
+        )
+        self.logger.close()
+        raise CollapseError(
+            f"step {step}: training collapsed ({reason}); likely cause: {cause}; {kept}; {fix}"
+        )
 
     def save(self) -> Path:
         """Write checkpoint-<step> (every process takes part: its optimizer shard and RNG states)."""
         self.state.sampler = self.sampler.state_dict()
-        self.state.extra = {**(self.state.extra or {}), "media": self.prompts.state_dict()}
+        self.state.extra = {
+            **(self.state.extra or {}),
+            "media": self.prompts.state_dict(),
+            "collapse": self.monitor.state_dict(),
+        }
+        if self.controller is not None:
+            self.state.extra["controller"] = self.controller.state_dict()
         return save_checkpoint(
             self.out,
             model=self.policy,
@@ -514,6 +632,13 @@ class Trainer:
             print0(f"final model: {final}")
         self.accelerator.wait_for_everyone()
         return final
+
+
+def _anchor_description(config: TrainConfig) -> str:
+    c = config.cdpo
+    if c.anchor_beta > 0:
+        return f"anchor, an attracting KL term with coefficient {c.anchor_beta:g} beside the repulsion"
+    return "its log-probs measure kl_init only (cdpo.track_init_kl)"
 
 
 def train(config: TrainConfig, resume: str | None = "auto") -> Path:

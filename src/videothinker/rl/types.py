@@ -135,6 +135,8 @@ class Rollout:
             sampled them, or None (one gradient step per generation: the loss uses logprobs.detach()).
         ref_logprobs: [B*G, T] float32, the same under the reference model (the bias model for
             CDPO), or None (beta = 0).
+        init_logprobs: [B*G, T] float32, the same under the initial model (CDPO's anchor, or to log
+            kl_init), or None.
         rewards: reward function name -> [B*G] float32.
     """
 
@@ -146,6 +148,7 @@ class Rollout:
     video: VideoInputs | None = None
     old_logprobs: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
+    init_logprobs: torch.Tensor | None = None
     rewards: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
