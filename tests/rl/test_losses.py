@@ -380,3 +380,198 @@ def test_repulsive_step_increases_kl_attractive_step_decreases_it(seed):
     assert after > before, "beta < 0 (CDPO) must push the policy away from the reference"
     before, after = _kl_after_one_step(beta=0.1, seed=seed)
     assert after < before, "beta > 0 (GRPO) must pull the policy toward the reference"
+
+
+# ---------------------------------------------------------------- bounded repulsion
+
+
+def test_repulsion_by_hand():
+    # d = ref - logprobs: token 1: -3 - (-1) = -2 -> k3 = e^-2 + 2 - 1 = 1.13534 (policy likelier)
+    #                     token 2: -1 - (-2) = +1 -> k3 = e^1 - 1 - 1 = 0.71828 (bias likelier)
+    lp, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-3.0, -1.0]])
+    k1, k2 = math.exp(-2) + 1, math.e - 2
+    torch.testing.assert_close(losses.repulsion(lp, ref, 11.0), torch.tensor([[k1, k2]]))
+    # cap 0.8: min(1.135, 0.8) = 0.8, min(0.718, 0.8) = 0.718
+    torch.testing.assert_close(losses.repulsion(lp, ref, 11.0, kl_cap=0.8), torch.tensor([[0.8, k2]]))
+    # one-sided: token 1 has ref < logprobs -> 0; token 2 kept
+    torch.testing.assert_close(losses.repulsion(lp, ref, 11.0, one_sided=True), torch.tensor([[0.0, k2]]))
+    # the kl_clamp still applies first: d clamped to +-0.5 -> k3(-0.5) = 0.10653, k3(0.5) = 0.14872
+    torch.testing.assert_close(
+        losses.repulsion(lp, ref, 0.5), torch.tensor([[math.exp(-0.5) - 0.5, math.exp(0.5) - 1.5]])
+    )
+
+
+def test_bounded_loss_by_hand():
+    # one token, ratio 1, A = 0: the loss is the KL terms alone.
+    # logprobs -1, bias -3 (d = -2, k3 = 1.13534), initial model -1.5 (d = -0.5, k3 = 0.10653)
+    args = ([[-1.0]], [0.0])
+    k_bias, k_init = math.exp(-2) + 1, math.exp(-0.5) - 0.5
+    # paper form, beta -0.1: loss = beta * k3 = -0.113534
+    assert _loss(*args, ref_logprobs=[[-3.0]], beta=-0.1)[0].item() == pytest.approx(-0.1 * k_bias)
+    # cap 0.2: loss = -0.1 * 0.2 = -0.02
+    loss, metrics = _loss(*args, ref_logprobs=[[-3.0]], beta=-0.1, kl_cap=0.2)
+    assert loss.item() == pytest.approx(-0.02)
+    assert metrics["repulsion"].item() == pytest.approx(0.2)
+    assert metrics["kl"].item() == pytest.approx(k_bias)  # the logged KL is the uncapped estimate
+    # anchor 0.04: loss = -0.02 + 0.04 * 0.10653; share = 0.02 / (0 + 0.02 + 0.0042612)
+    anchor = torch.tensor([[-1.5]], dtype=torch.float64)
+    loss, metrics = _loss(
+        *args, ref_logprobs=[[-3.0]], beta=-0.1, kl_cap=0.2, anchor_logprobs=anchor, anchor_beta=0.04
+    )
+    assert loss.item() == pytest.approx(-0.02 + 0.04 * k_init)
+    assert metrics["kl_anchor"].item() == pytest.approx(k_init)
+    assert metrics["repel_share"].item() == pytest.approx(0.02 / (0.02 + 0.04 * k_init))
+
+
+def _naive_bounded(logprobs, old, adv, mask, ref, anchor, beta, cap, one_sided, anchor_beta, clamp):
+    """The bounded CDPO loss token by token in Python floats (grpo aggregation), from docs/LOSS.md."""
+
+    def k3(a, b):
+        d = min(max(b - a, -clamp), clamp)
+        return math.exp(d) - d - 1
+
+    per_sequence = []
+    for i in range(len(logprobs)):
+        total = 0.0
+        for j in range(len(logprobs[0])):
+            if not mask[i][j]:
+                continue
+            ratio = math.exp(logprobs[i][j] - old[i][j])
+            surrogate = min(ratio * adv[i], min(max(ratio, 0.8), 1.28) * adv[i])
+            rep = k3(logprobs[i][j], ref[i][j])
+            if one_sided and ref[i][j] < logprobs[i][j]:
+                rep = 0.0
+            if cap is not None:
+                rep = min(rep, cap)
+            total += -(surrogate - beta * rep) + anchor_beta * k3(logprobs[i][j], anchor[i][j])
+        per_sequence.append(total / max(sum(mask[i]), 1))
+    return sum(per_sequence) / len(per_sequence)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "cap, one_sided, anchor_beta",
+    [(0.2, False, 0.0), (None, True, 0.0), (0.5, True, 0.04), (None, False, 0.1)],
+)
+def test_bounded_matches_float64_loop_reference(dtype, cap, one_sided, anchor_beta):
+    logprobs, old, ref, adv, mask = _random_batch(seed=7, dtype=dtype)
+    anchor = (
+        logprobs.double() + 0.3 * torch.randn(logprobs.shape, generator=torch.Generator().manual_seed(1))
+    ).to(dtype)
+    loss, _ = policy_loss(
+        logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.3, kl_clamp=4.0, kl_cap=cap,
+        one_sided=one_sided, anchor_logprobs=anchor, anchor_beta=anchor_beta,
+    )  # fmt: skip
+    lists = [x.double().tolist() for x in (logprobs, old, adv, mask, ref, anchor)]
+    expected = _naive_bounded(*lists, -0.3, cap, one_sided, anchor_beta, 4.0)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert loss.item() == pytest.approx(expected, rel=tol, abs=tol)
+
+
+def test_a_cap_beyond_every_token_is_the_paper_form():
+    logprobs, old, ref, adv, mask = _random_batch(seed=2)
+    paper, _ = policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.05, kl_clamp=4.0)
+    huge = math.exp(4.0) - 4.0 - 1  # the clamp's own bound
+    capped, _ = policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.05, kl_clamp=4.0, kl_cap=huge)
+    assert capped.item() == pytest.approx(paper.item(), rel=1e-6)
+
+
+def test_bounded_options_errors():
+    logprobs, old, ref, adv, mask = _random_batch(seed=1)
+    with pytest.raises(ValueError, match="need beta < 0"):
+        policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=0.04, kl_cap=0.2)
+    with pytest.raises(ValueError, match="needs anchor_logprobs"):
+        policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.1, anchor_beta=0.04)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        policy_loss(
+            logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.1, anchor_beta=-1.0, anchor_logprobs=ref
+        )
+    with pytest.raises(ValueError, match="kl_cap must be > 0"):
+        losses.repulsion(logprobs, ref, 4.0, kl_cap=0.0)
+
+
+def _repel(steps, seed=0, positions=3, vocab=5, samples=512, lr=0.5, **kw):
+    """SGD on a logits table under the repulsion alone (zero advantages), fresh samples each step;
+    returns the exact KL(policy || reference) after each step and the final entropy per position."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.nn.Parameter(torch.randn(positions, vocab, generator=g) * 0.3)
+    ref_logits = logits.detach() + torch.randn(positions, vocab, generator=g) * 0.3
+    rows, kls = torch.arange(positions), []
+    for _ in range(steps):
+        probs = torch.softmax(logits.detach(), -1)
+        tokens = torch.multinomial(probs, samples, replacement=True, generator=g).T  # [samples, positions]
+        logprobs = torch.log_softmax(logits, -1)[rows, tokens]
+        ref_logprobs = torch.log_softmax(ref_logits, -1)[rows, tokens]
+        loss, _ = policy_loss(
+            logprobs, logprobs.detach(), torch.zeros(samples), torch.ones(samples, positions),
+            ref_logprobs=ref_logprobs, **kw,
+        )  # fmt: skip
+        logits.grad = None
+        loss.backward()
+        with torch.no_grad():
+            logits -= lr * logits.grad
+        kls.append(_exact_kl(logits.detach(), ref_logits) / positions)
+    p = torch.softmax(logits.detach(), -1)
+    return kls, float(-(p * p.log()).sum(-1).mean())
+
+
+def test_a_capped_repulsion_stops_at_its_bound_where_the_paper_form_runs_away():
+    """The paper's form sharpens the policy onto single tokens (entropy near 0, KL at its largest:
+    the collapse seen in the lab); the capped form raises the KL too, then levels off with the
+    policy's entropy intact: once a sampled token's k3 passes the cap it gets no gradient."""
+    paper, paper_entropy = _repel(150, beta=-1.0)
+    capped, capped_entropy = _repel(150, beta=-1.0, kl_cap=0.2)
+    assert capped[5] > capped[0] and paper[5] > paper[0]  # both repel
+    assert paper_entropy < 0.01 and paper[-1] > 1.0  # collapsed
+    assert capped_entropy > 1.0 and capped[-1] < 0.4  # bounded
+    assert capped[-1] - capped[-30] < 0.05 < paper[60] - paper[30]  # levelled off where the paper's climbs
+
+
+def test_an_anchor_holds_the_policy_near_the_initial_model():
+    """With an attraction to the initial model (here: the policy's start), a repulsion moves the policy
+    less far from the bias model than alone."""
+
+    def run(anchor_beta):
+        g = torch.Generator().manual_seed(4)
+        logits = torch.nn.Parameter(torch.randn(2, 5, generator=g) * 0.3)
+        init = torch.log_softmax(logits.detach(), -1)
+        ref = torch.log_softmax(logits.detach() + torch.randn(2, 5, generator=g) * 0.3, -1)
+        rows = torch.arange(2)
+        for _ in range(30):
+            tokens = torch.multinomial(
+                torch.softmax(logits.detach(), -1), 256, replacement=True, generator=g
+            ).T
+            logprobs = torch.log_softmax(logits, -1)[rows, tokens]
+            loss, _ = policy_loss(
+                logprobs, logprobs.detach(), torch.zeros(256), torch.ones(256, 2), ref_logprobs=ref[rows, tokens],
+                beta=-0.5, anchor_logprobs=init[rows, tokens], anchor_beta=anchor_beta,
+            )  # fmt: skip
+            logits.grad = None
+            loss.backward()
+            with torch.no_grad():
+                logits -= 0.5 * logits.grad
+        return _exact_kl(logits.detach(), init)
+
+    assert run(2.0) < 0.5 * run(0.0)
+
+
+def test_controller_holds_the_kl_at_its_target():
+    # the KL responds to |beta| as kl = 0.5 * |beta| (a linear plant); warmup at beta -0.01 -> kl 0.005,
+    # target 4 * 0.005 = 0.02, reached at |beta| = 0.04
+    c = losses.RepulsionController(beta=-0.01, ratio=4.0, warmup=3, rate=0.2, beta_max=1.0)
+    for _ in range(200):
+        c.update(0.5 * abs(c.beta))
+    assert c.target == pytest.approx(0.02)
+    assert c.beta == pytest.approx(-0.04, rel=0.02)
+    # bounded: a KL that never rises drives |beta| to beta_max and no further
+    c = losses.RepulsionController(beta=-0.1, ratio=2.0, warmup=1, rate=0.5, beta_max=0.3)
+    c.update(0.1)
+    for _ in range(50):
+        c.update(0.0)
+    assert c.beta == pytest.approx(-0.3)
+    state = c.state_dict()
+    again = losses.RepulsionController(beta=-0.5, ratio=2.0, warmup=1)
+    again.load_state_dict(state)
+    assert again.beta == c.beta and again.target == c.target
+    with pytest.raises(ValueError, match="beta must be < 0"):
+        losses.RepulsionController(beta=0.1, ratio=2.0)
