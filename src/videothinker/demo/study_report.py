@@ -35,7 +35,7 @@ def model_row(paths: DemoPaths, name: str, split: str) -> dict[str, Any]:
     collapsed = paths.train(name) / "collapsed.json"
     if collapsed.is_file():
         return {**row, "collapsed": json.loads(collapsed.read_text())["message"]}
-    folder = paths.eval(f"{name}-{split}")
+    folder = paths.eval(name if split == "test" else f"{name}-{split}")  # as evaluate_model names it
     if not (folder / "metrics.json").is_file():
         return {**row, "missing": True}
     metrics = read_metrics(folder)
