@@ -65,8 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        # Bad input reaches the user as one clear line, not a traceback from deep inside.
+    except Exception as exc:
+        # Bad input, and a run that cannot go on (a collapse, non-finite steps), reach the user as one
+        # clear line, not a traceback from deep inside; anything else is a bug and keeps its traceback.
+        if not isinstance(exc, ValueError | FileNotFoundError | KeyError) and not getattr(
+            exc, "user_facing", False
+        ):
+            raise
         from videothinker.console import error
 
         error(str(exc) if not isinstance(exc, KeyError) else str(exc.args[0]))

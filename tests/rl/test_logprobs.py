@@ -4,6 +4,8 @@ Qwen2-VL, Qwen2.5-VL and Qwen3-VL models."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -59,6 +61,28 @@ def test_head_logprobs_equals_unchunked_values_and_gradients(chunk_size):
     naive = run(lambda: selective_log_softmax(head(hidden).float() / 0.7, index))
     for a, b in zip(fast, naive):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 1000])
+def test_head_entropy_matches_float64_reference(chunk_size):
+    gen = torch.Generator().manual_seed(3)
+    head = torch.nn.Linear(16, 53, bias=True)
+    hidden = torch.randn(4, 7, 16, generator=gen) * 3  # [N, T, D]
+    index = torch.randint(0, 53, (4, 7), generator=gen)
+    with torch.no_grad():
+        logp, entropy = head_logprobs(
+            hidden, index, head, temperature=0.7, chunk_size=chunk_size, entropy=True
+        )
+        plain = head_logprobs(hidden, index, head, temperature=0.7, chunk_size=chunk_size)
+        z = torch.log_softmax(head.double()(hidden.double()) / 0.7, dim=-1)  # [N, T, V]
+    expected = -(z.exp() * z).sum(-1)
+    assert torch.equal(logp, plain)  # asking for the entropy changes no log-prob
+    torch.testing.assert_close(entropy.double(), expected, rtol=0, atol=2e-5)
+    # hand-worked: uniform logits over V tokens have entropy log V
+    flat = torch.nn.Linear(16, 53, bias=False)
+    torch.nn.init.zeros_(flat.weight)
+    _, uniform = head_logprobs(hidden, index, flat, entropy=True)
+    torch.testing.assert_close(uniform, torch.full_like(uniform, math.log(53)))
 
 
 def test_repeat_visual_rows_equals_its_naive_form():
@@ -121,6 +145,22 @@ def test_lean_logprobs_equal_naive_values_and_gradients(tiny_model_dir, arch):
     for name, grad in naive_grads.items():
         scale = grad.abs().max().clamp(min=1e-3)
         torch.testing.assert_close(lean_grads[name] / scale, grad / scale, rtol=0, atol=1e-5, msg=name)
+
+
+def test_lean_entropy_equals_naive(tiny_qwen2_5_vl_dir):
+    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
+    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
+    args = (
+        model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask,
+        VideoInputs.from_batch(inputs), G,
+    )  # fmt: skip
+    with torch.no_grad():
+        lean, lean_entropy = completion_logprobs(*args, temperature=0.7, chunk_size=4, entropy=True)
+        naive, naive_entropy = naive_completion_logprobs(*args, temperature=0.7, entropy=True)
+    on = completion_mask.bool()
+    torch.testing.assert_close(lean[on], naive[on], rtol=0, atol=1e-5)
+    torch.testing.assert_close(lean_entropy[on], naive_entropy[on], rtol=0, atol=1e-5)
+    assert bool((lean_entropy[on] > 0).all())
 
 
 def test_lean_logprobs_with_a_text_only_prompt_in_the_batch(tiny_qwen2_5_vl_dir):

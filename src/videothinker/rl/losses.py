@@ -169,6 +169,27 @@ def _aggregate(
     return values.sum() / (values.size(0) * length)
 
 
+def aggregated_kl(
+    logprobs: torch.Tensor,  # [N, T]
+    other_logprobs: torch.Tensor,  # [N, T]
+    completion_mask: torch.Tensor,  # [N, T]
+    *,
+    kl_clamp: float = 11.0,
+    loss_type: str = "grpo",
+    max_completion_length: int | None = None,
+) -> torch.Tensor:  # [] float32, no grad
+    """The k3 KL of the policy to another model, aggregated over tokens as `policy_loss` aggregates its
+    ``kl`` metric (the same number for the same model): what the trainer logs as ``kl_bias`` and
+    ``kl_init``."""
+    with torch.no_grad():
+        keep = completion_mask.bool()
+        mask = keep.float()
+        zero = torch.zeros((), dtype=torch.float32, device=logprobs.device)
+        lp = torch.where(keep, logprobs.float(), zero)
+        other = torch.where(keep, other_logprobs.float(), zero)
+        return _aggregate(k3_kl(lp, other, kl_clamp) * mask, mask, loss_type, max_completion_length)
+
+
 def policy_loss(
     logprobs: torch.Tensor,  # [N, T] log-probs of the sampled tokens under the current policy (with grad)
     old_logprobs: torch.Tensor,  # [N, T] the same under the policy that sampled them (no grad)

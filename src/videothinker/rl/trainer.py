@@ -50,7 +50,7 @@ from videothinker.rl.checkpoint import (
 )
 from videothinker.rl.health import CollapseMonitor, degenerate_share
 from videothinker.rl.logger import JsonlLogger
-from videothinker.rl.losses import RepulsionController, group_advantages, k3_kl, policy_loss
+from videothinker.rl.losses import RepulsionController, aggregated_kl, group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
 from videothinker.rl.processes import Collectives, all_reduce_grads, sampling_seed
@@ -62,7 +62,10 @@ from videothinker.yaml_config import to_dict
 
 
 class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. several non-finite steps in a row)."""
+    """The run cannot go on (e.g. several non-finite steps in a row); the CLI prints its message as one
+    line, without a traceback."""
+
+    user_facing = True
 
 
 class CollapseError(TrainingError):
@@ -382,20 +385,21 @@ class Trainer:
         self, logprobs: torch.Tensor, entropy: torch.Tensor, rollout
     ) -> dict[str, torch.Tensor]:
         """The policy's mean token entropy, and the KL to the bias model (cdpo) and to the initial model
-        (where its log-probs are at hand), each a token mean over the completions (rl/health.py)."""
+        (where its log-probs are at hand), aggregated as the loss's ``kl`` (rl/health.py)."""
         mask = rollout.completion_mask.to(entropy.dtype)  # [N, T]
-        count = mask.sum().clamp(min=1.0)
-        out = {"entropy": (entropy * mask).sum() / count}
-
-        def kl_to(other: torch.Tensor) -> torch.Tensor:
-            clean = torch.where(mask.bool(), other - logprobs, torch.zeros_like(logprobs))
-            return (k3_kl(torch.zeros_like(clean), clean, self.config.grpo.kl_clamp) * mask).sum() / count
-
+        out = {"entropy": (entropy * mask).sum() / mask.sum().clamp(min=1.0)}
+        g = self.config.grpo
+        kw = {
+            "kl_clamp": g.kl_clamp,
+            "loss_type": g.loss_type,
+            "max_completion_length": g.max_completion_length,
+        }
         stage = self.config.stage
         if rollout.ref_logprobs is not None and stage in ("cdpo", "grpo"):
-            out["kl_bias" if stage == "cdpo" else "kl_init"] = kl_to(rollout.ref_logprobs)
+            name = "kl_bias" if stage == "cdpo" else "kl_init"
+            out[name] = aggregated_kl(logprobs, rollout.ref_logprobs, rollout.completion_mask, **kw)
         if rollout.init_logprobs is not None:
-            out["kl_init"] = kl_to(rollout.init_logprobs)
+            out["kl_init"] = aggregated_kl(logprobs, rollout.init_logprobs, rollout.completion_mask, **kw)
         return out
 
     def _processes(self) -> Processes:
