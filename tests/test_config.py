@@ -323,7 +323,7 @@ def test_load_config_of_a_plain_section(tmp_path):
 def test_training_records_with_shuffled_videos_show_other_scenes():
     from pathlib import Path
 
-    from videothinker.rl.trainer import load_training_records
+    from videothinker.rl.run_setup import load_training_records
 
     family = str(Path(__file__).parent / "fixtures" / "records" / "family.jsonl")
     plain = load_training_records(load_train_config(None, ["model.path=m", f"data.path={family}"]))

@@ -6,6 +6,7 @@ how often each claim held, accuracy bars and training curves averaged over seeds
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ from videothinker.demo.report import (
     paired_difference,
     record_scores,
     shortcut_rate,
+    verdict,
 )
 
 GROUPS = (*KINDS, "overall", "seen")  # seen: the perception probes (collisions read exactly)
@@ -192,17 +194,20 @@ def write_aggregate_report(out: Path, seeds: list[int], preset_name: str) -> Pat
     }
     diffs = [
         ("GRPO lowers inferential accuracy (base - GRPO, inferential)", "base", "grpo", "inferential"),
-        ("CDPO keeps or raises inferential accuracy (CDPO - base, inferential)", "cdpo", "base", "inferential"),
+        ("CDPO raises inferential accuracy (CDPO - base, inferential)", "cdpo", "base", "inferential"),
         ("CDPO beats GRPO overall (CDPO - GRPO, overall)", "cdpo", "grpo", "overall"),
     ]  # fmt: skip
     claim_lines = []
     for text, a, b, group in diffs:
-        values = [
-            paired_difference(scores[s][a].get(group, {}), scores[s][b].get(group, {}))[0] for s in seeds
-        ]
-        holds = sum(v >= 0 if "keeps" in text else v > 0 for v in values)
+        found = [paired_difference(scores[s][a].get(group, {}), scores[s][b].get(group, {})) for s in seeds]
+        values = [d for d, _, _ in found]
+        holds = sum(verdict(d, se) == "holds" for d, se, _ in found)
+        over = "not measured"
+        if len(values) > 1:  # over seeds: the mean against its standard error sd / sqrt(seeds)
+            over = verdict(statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values)))
         claim_lines.append(
-            f"- {text}: {_mean_std(values)} points over seeds; holds in {holds} of {len(seeds)} seeds "
+            f"- {text}: {_mean_std(values)} points over seeds, **{over}** over seeds; holds (difference over "
+            f"twice its standard error) in {holds} of {len(seeds)} seeds "
             f"(per seed: {', '.join(f'{100 * v:+.1f}' for v in values)})"
         )
 

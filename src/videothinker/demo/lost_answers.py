@@ -9,6 +9,8 @@ Categories, checked in this order (each answer falls in the first that fits):
   ignores the video would say; `videothinker.demo.report.answer_prior`);
 - ``fewer``: a proper subset of the right letters (a hop dropped);
 - ``more``: a proper superset of the right letters;
+- ``between``: letters all from the right answer or the video's, neither whole (a counterfactual
+  applied to some choices and the video read for the others);
 - ``other``: any other wrong set of letters.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-CATEGORIES = ("format", "video", "prior", "fewer", "more", "other")
+CATEGORIES = ("format", "video", "prior", "fewer", "more", "between", "other")
 
 
 def prior_answers(train_file: Path) -> dict[tuple[bool, int], str]:
@@ -63,7 +65,7 @@ def lost_answers(
         guess = prior.get(_question_form(record))
         if answer is None:
             out["format"] += 1
-        elif answer == parse_choices(choice_facts(record, annotation).shortcut_answer):
+        elif answer == (video := parse_choices(choice_facts(record, annotation).shortcut_answer)):
             out["video"] += 1
         elif guess is not None and answer == parse_choices(extract_answer(guess) or ""):
             out["prior"] += 1
@@ -71,6 +73,8 @@ def lost_answers(
             out["fewer"] += 1
         elif right is not None and answer > right:
             out["more"] += 1
+        elif right is not None and answer <= right | (video or frozenset()):
+            out["between"] += 1
         else:
             out["other"] += 1
     return out

@@ -268,6 +268,20 @@ def base_title(preset: DemoPreset) -> str:
     return "base model: tiny Qwen2.5-VL + supervised warm start"
 
 
+def cdpo_bounds(preset: DemoPreset) -> str:
+    """How the preset bounds CDPO's repulsion, for titles and reports ("" for the paper's form)."""
+    cdpo = preset.stage_overrides("cdpo")
+    bounds = [
+        f"beta {cdpo['grpo.beta']:g}" if "grpo.beta" in cdpo else "",
+        "one-sided" if cdpo.get("cdpo.one_sided") else "",
+        f"capped at {cdpo['cdpo.kl_cap']:g} a token" if cdpo.get("cdpo.kl_cap") else "",
+        f"anchored ({cdpo['cdpo.anchor_beta']:g})" if cdpo.get("cdpo.anchor_beta") else "",
+    ]
+    words = ", ".join(b for b in bounds if b)
+    bounded = any(k.startswith("cdpo.") and v not in (None, False, 0) for k, v in cdpo.items())
+    return f" (bounded repulsion: {words})" if bounded else ""
+
+
 def copy_base(source: Path, final: Path) -> None:
     """Copy a given base model folder to ``final`` (through a temporary name, so a half copy is never
     taken for a model)."""
@@ -391,7 +405,7 @@ def run_demo(out: str | Path, preset: DemoPreset, seed: int = 0, device: str = "
             if preset.stage_overrides("bias").get("data.video_shuffle")
             else "observational questions -> the bias model"
         ),
-        "cdpo": "stage cdpo: all questions, beta < 0, reference = the bias model",
+        "cdpo": "stage cdpo: all questions, beta < 0, reference = the bias model" + cdpo_bounds(preset),
         "grpo": "stage grpo (baseline): all questions, beta > 0, reference = the base model",
     }
     for stage in STAGES:

@@ -276,3 +276,22 @@ def _optimizer_state_for(
                 )
             state[index][key] = value
     return {"state": state, "param_groups": pieces[0]["param_groups"]}
+
+
+def checkpoint_to_resume(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint a run in ``out`` starts from: "auto" (the newest there, if any), a path, or None
+    (start fresh; a folder holding checkpoints is then an error)."""
+    existing = list_checkpoints(out)
+    if resume == "auto":
+        return existing[-1] if existing else None
+    if resume is None:
+        if existing:
+            raise ValueError(
+                f"{out} already holds checkpoints ({existing[-1].name}); resume (the default) or choose "
+                "another output folder"
+            )
+        return None
+    path = Path(resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint to resume not found: {path}")
+    return path

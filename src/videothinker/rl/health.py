@@ -91,3 +91,31 @@ class CollapseMonitor:
 
     def load_state_dict(self, state: dict[str, list[float]]) -> None:
         self.history = {name: list(state.get(name, [])) for name in self.METRICS}
+
+
+def collapse_message(
+    reason: str,
+    step: int,
+    window: int,
+    checkpoints: list,
+    stage: str,
+    beta: float,
+    learning_rate: float,
+) -> tuple[str, str | None]:
+    """The one line a collapsed run stops with: the step, the rule that fired, the likely cause, the
+    last good checkpoint (the newest saved before the collapse window began; ``checkpoints`` oldest
+    first) and how to go on. Returns the line and that checkpoint (None if there is none)."""
+    good = [c for c in checkpoints if int(c.name.split("-")[-1]) <= step - window]
+    kept = f"its last good checkpoint {good[-1]} is kept" if good else "no checkpoint precedes the collapse"
+    if stage == "cdpo":
+        cause = f"the repulsion from the bias model is too strong (beta {beta:g})"
+        fix = (
+            f"resume {'it' if good else 'from the start'} with a smaller |grpo.beta| (e.g. --set "
+            f"grpo.beta={beta / 3:.3g}{f' --resume {good[-1]}' if good else ''}) or bound it "
+            "(--set cdpo.kl_cap=0.2, docs/LOSS.md)"
+        )
+    else:
+        cause = f"the updates are too large (learning rate {learning_rate:g})"
+        fix = "go on with a smaller grpo.learning_rate"
+    message = f"step {step}: training collapsed ({reason}); likely cause: {cause}; {kept}; {fix}"
+    return message, str(good[-1]) if good else None

@@ -44,20 +44,23 @@ from videothinker.models.sharding import device_mesh, full_state_dict, is_dtenso
 from videothinker.rl.checkpoint import (
     Processes,
     TrainerState,
+    checkpoint_to_resume,
     list_checkpoints,
     load_trainer_state,
     save_checkpoint,
 )
-from videothinker.rl.health import CollapseMonitor, degenerate_share
+from videothinker.rl.health import CollapseMonitor, collapse_message, degenerate_share
 from videothinker.rl.logger import JsonlLogger
-from videothinker.rl.losses import RepulsionController, aggregated_kl, group_advantages, policy_loss
+from videothinker.rl.losses import RepulsionController, group_advantages, policy_loss
 from videothinker.rl.memory import peak_memory, reset_peak_memory
 from videothinker.rl.optim import build_optimizer
 from videothinker.rl.processes import Collectives, all_reduce_grads, sampling_seed
 from videothinker.rl.prompt_inputs import prompt_inputs
 from videothinker.rl.prompt_loader import PromptLoader
 from videothinker.rl.rewards import compute_rewards
+from videothinker.rl.run_setup import anchor_description, load_training_records, reference_description
 from videothinker.rl.sampler import PromptSampler
+from videothinker.rl.step_metrics import health_metrics, rollout_metrics
 from videothinker.yaml_config import to_dict
 
 
@@ -78,50 +81,6 @@ class StepOutput:
 
     metrics: dict[str, float]
     skipped: bool
-
-
-def reference_description(config: TrainConfig, plan: lora.ReferencePlan | None = None) -> str:
-    """The sentence the log opens with: which reference model the KL term uses, how it is held
-    (`lora.plan_reference`), and the sign of beta."""
-    beta = config.grpo.beta
-    if beta == 0:
-        return f"stage {config.stage}: beta = 0, no KL term, no reference model loaded"
-    plan = plan or lora.plan_reference(config)
-    role = {"cdpo": "the bias model", "grpo": "the initial model"}.get(config.stage, "the reference")
-    held = f"({role})" if plan.kind == "model" else f"({plan.how()}), {role}"
-    direction = "repels the policy from it (CDPO)" if beta < 0 else "attracts the policy to it"
-    return f"stage {config.stage}: reference model = {plan.path} {held}; beta = {beta:g} {direction}"
-
-
-def load_training_records(config: TrainConfig) -> list[Record]:
-    """The stage's records: all of them, or only those of ``data.question_kind``; with
-    ``data.video_shuffle``, each showing another scene's video (`shuffle_videos`).
-
-    A file with no question_kind labels at all is taken whole for a kind filter (a file of only
-    observational questions serves the bias stage), with a note saying so.
-    """
-    from videothinker.data.records import load_records_report
-
-    data = config.data
-    records, errors = load_records_report(data.path, data.video_root, skip_invalid=data.skip_invalid)
-    if errors:
-        warn(f"skipped {len(errors)} invalid records of {data.path} (first: {errors[0]})")
-    kind = data.question_kind
-    if kind is not None:
-        if not any(r.question_kind is not None for r in records):
-            print0(
-                f"{data.path} carries no question_kind labels: all {len(records)} records are taken as {kind}"
-            )
-        else:
-            records = [r for r in records if r.question_kind == kind]
-    if not records:
-        raise ValueError(f"no training records in {data.path}" + (f" of kind {kind}" if kind else ""))
-    if data.video_shuffle:
-        from videothinker.data.records import shuffle_videos
-
-        records = shuffle_videos(records, config.grpo.seed)
-        print0(f"data.video_shuffle: each of the {len(records)} records shows another scene's video")
-    return records
 
 
 @dataclass
@@ -170,7 +129,7 @@ class Trainer:
             self.out / "log.jsonl", tb_dir, enabled=is_main, wandb="wandb" in (g.report_to or []), config=cfg
         )
 
-        checkpoint = self._checkpoint_to_resume(resume)
+        checkpoint = checkpoint_to_resume(self.out, resume)
         plan = lora.plan_reference(cfg)
 
         # data first (no model loads before the media check): the records, their media checked
@@ -194,7 +153,7 @@ class Trainer:
             from videothinker.models.policy import build_initial_reference
 
             self.init_ref = build_initial_reference(cfg, self.device, self.policy, self.lora, mesh)
-            print0(f"initial model {cfg.model.path}: " + _anchor_description(cfg))
+            print0(f"initial model {cfg.model.path}: " + anchor_description(cfg))
         self.controller = (
             RepulsionController(
                 g.beta,
@@ -256,22 +215,6 @@ class Trainer:
         """The reference's second, frozen model; None when there is no reference or it is the
         policy's own model with its adapters switched (the loop uses `self.ref` either way)."""
         return None if self.ref is None else self.ref.separate
-
-    def _checkpoint_to_resume(self, resume: str | None) -> Path | None:
-        existing = list_checkpoints(self.out)
-        if resume == "auto":
-            return existing[-1] if existing else None
-        if resume is None:
-            if existing:
-                raise ValueError(
-                    f"{self.out} already holds checkpoints ({existing[-1].name}); resume (the default) or choose "
-                    "another output folder"
-                )
-            return None
-        path = Path(resume)
-        if not path.is_dir():
-            raise FileNotFoundError(f"checkpoint to resume not found: {path}")
-        return path
 
     # ----------------------------------------------------------------------------------------- data
     def _prompt_loader(self) -> PromptLoader:
@@ -381,27 +324,6 @@ class Trainer:
         """This step's KL coefficient: grpo.beta, or the controller's (cdpo.kl_target)."""
         return self.controller.beta if self.controller is not None else self.config.grpo.beta
 
-    def _health_metrics(
-        self, logprobs: torch.Tensor, entropy: torch.Tensor, rollout
-    ) -> dict[str, torch.Tensor]:
-        """The policy's mean token entropy, and the KL to the bias model (cdpo) and to the initial model
-        (where its log-probs are at hand), aggregated as the loss's ``kl`` (rl/health.py)."""
-        mask = rollout.completion_mask.to(entropy.dtype)  # [N, T]
-        out = {"entropy": (entropy * mask).sum() / mask.sum().clamp(min=1.0)}
-        g = self.config.grpo
-        kw = {
-            "kl_clamp": g.kl_clamp,
-            "loss_type": g.loss_type,
-            "max_completion_length": g.max_completion_length,
-        }
-        stage = self.config.stage
-        if rollout.ref_logprobs is not None and stage in ("cdpo", "grpo"):
-            name = "kl_bias" if stage == "cdpo" else "kl_init"
-            out[name] = aggregated_kl(logprobs, rollout.ref_logprobs, rollout.completion_mask, **kw)
-        if rollout.init_logprobs is not None:
-            out["kl_init"] = aggregated_kl(logprobs, rollout.init_logprobs, rollout.completion_mask, **kw)
-        return out
-
     def _processes(self) -> Processes:
         acc = self.accelerator
         return Processes(acc.process_index, acc.num_processes, acc.wait_for_everyone, self.sharded)
@@ -435,7 +357,7 @@ class Trainer:
                 anchor_logprobs=r.init_logprobs if c.anchor_beta > 0 else None,
                 anchor_beta=c.anchor_beta,
             )
-            metrics.update(self._health_metrics(logprobs.detach(), entropy, r))
+            metrics.update(health_metrics(logprobs.detach(), entropy, r, self.config))
             if not self.collectives.everywhere(bool(torch.isfinite(loss))):  # all skip, or none
                 finite = False
                 break
@@ -472,36 +394,8 @@ class Trainer:
         return StepOutput(sums, skipped=not finite)
 
     def _rollout_metrics(self, batches: list[MicroBatch]) -> dict[str, float]:
-        """Reward per function and per question_kind, completion length, over the step's completions
-        on every process (gathered in process order: the global batch's)."""
         g = self.config.grpo
-        G = g.num_generations
-        local = {
-            "total": [float(v) for mb in batches for v in mb.total_reward],
-            "kinds": [r.question_kind for mb in batches for r in mb.records for _ in range(G)],
-            "lengths": [float(n) for mb in batches for n in mb.rollout.completion_mask.sum(dim=1).tolist()],
-            "degenerate": [mb.degenerate for mb in batches],
-            **{name: [v for mb in batches for v in mb.rewards[name]] for name in g.reward_funcs},
-        }
-        parts = self.collectives.gather(local)
-        column = {key: [v for part in parts for v in part[key]] for key in local}
-        out: dict[str, float] = {}
-        total = torch.tensor(column["total"])
-        out["reward"] = float(total.mean())
-        out["reward_std"] = float(total.std()) if total.numel() > 1 else 0.0
-        for name in g.reward_funcs:
-            out[f"reward/{name}"] = float(sum(column[name]) / total.numel())
-        kinds = column["kinds"]
-        for kind in sorted({k for k in kinds if k is not None}):
-            mask = torch.tensor([k == kind for k in kinds])
-            out[f"reward/{kind}"] = float(total[mask].mean())
-            if "accuracy" in column:
-                out[f"accuracy/{kind}"] = float(torch.tensor(column["accuracy"])[mask].mean())
-        lengths = torch.tensor(column["lengths"])
-        out["completion_length"] = float(lengths.mean())
-        out["completion_tokens"] = float(lengths.sum())
-        out["degenerate"] = sum(column["degenerate"]) / max(len(column["degenerate"]), 1)
-        return out
+        return rollout_metrics(batches, g.reward_funcs, g.num_generations, self.collectives.gather)
 
     # ----------------------------------------------------------------------------------------- loop
     def train(self) -> Path:
@@ -551,37 +445,16 @@ class Trainer:
         return final
 
     def _stop_collapsed(self, reason: str) -> None:
-        """Stop a collapsed run with one clear line: the step, the rule, the likely cause, the last good
-        checkpoint (saved before the collapse window began; kept, nothing is saved now) and how to go on."""
-        step, window = self.state.step, self.config.collapse.window
-        good = [c for c in list_checkpoints(self.out) if int(c.name.split("-")[-1]) <= step - window]
-        kept = (
-            f"its last good checkpoint {good[-1]} is kept" if good else "no checkpoint precedes the collapse"
-        )
+        """Stop a collapsed run with one clear line (`collapse_message`); nothing is saved now."""
         cfg = self.config
-        if cfg.stage == "cdpo":
-            cause = f"the repulsion from the bias model is too strong (beta {self.beta:g})"
-            fix = (
-                f"resume {'it' if good else 'from the start'} with a smaller |grpo.beta| (e.g. --set "
-                f"grpo.beta={self.beta / 3:.3g}{f' --resume {good[-1]}' if good else ''}) or bound it "
-                "(--set cdpo.kl_cap=0.2, docs/LOSS.md)"
-            )
-        else:
-            cause = f"the updates are too large (learning rate {cfg.grpo.learning_rate:g})"
-            fix = "go on with a smaller grpo.learning_rate"
+        message, good = collapse_message(
+            reason, self.state.step, cfg.collapse.window, list_checkpoints(self.out), cfg.stage, self.beta,
+            cfg.grpo.learning_rate,
+        )  # fmt: skip
         self.prompts.close()
-        self.logger.log(
-            {
-                "event": "collapse",
-                "step": step,
-                "reason": reason,
-                "checkpoint": str(good[-1]) if good else None,
-            }
-        )
+        self.logger.log({"event": "collapse", "step": self.state.step, "reason": reason, "checkpoint": good})
         self.logger.close()
-        raise CollapseError(
-            f"step {step}: training collapsed ({reason}); likely cause: {cause}; {kept}; {fix}"
-        )
+        raise CollapseError(message)
 
     def save(self) -> Path:
         """Write checkpoint-<step> (every process takes part: its optimizer shard and RNG states)."""
@@ -636,13 +509,6 @@ class Trainer:
             print0(f"final model: {final}")
         self.accelerator.wait_for_everyone()
         return final
-
-
-def _anchor_description(config: TrainConfig) -> str:
-    c = config.cdpo
-    if c.anchor_beta > 0:
-        return f"anchor, an attracting KL term with coefficient {c.anchor_beta:g} beside the repulsion"
-    return "its log-probs measure kl_init only (cdpo.track_init_kl)"
 
 
 def train(config: TrainConfig, resume: str | None = "auto") -> Path:
