@@ -11,7 +11,7 @@ Categories, checked in this order (each answer falls in the first that fits):
 - ``more``: a proper superset of the right letters;
 - ``between``: letters all from the right answer or the video's, neither whole (a counterfactual
   applied to some choices and the video read for the others);
-- ``other``: any other wrong set of letters.
+- ``other``: a set naming a choice that neither happens nor is shown.
 """
 
 from __future__ import annotations

@@ -73,6 +73,84 @@ def paired(rows: dict[int, dict[str, dict]], a: str, b: str, group: str) -> dict
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "per_seed": diffs}
 
 
+def lost_answer_lines(out: Path, seeds: list[int], names: list[str], split: str) -> list[str]:
+    """Markdown: per model, where the inferential answers the base got right and it gets wrong went
+    (`videothinker.demo.lost_answers`), summed over seeds; [] when a seed's lab files are absent."""
+    from videothinker.demo.lost_answers import CATEGORIES, lost_answers
+
+    lines = [
+        "",
+        "Where the lost inferential answers go (base right, model wrong; summed over seeds; % of lost):",
+        "",
+        f"| model | lost | gained | {' | '.join(CATEGORIES)} |",
+        "|" + " --- |" * (len(CATEGORIES) + 3),
+    ]
+    for name in names[1:]:
+        total: dict[str, int] = {}
+        for seed in seeds:
+            p = DemoPaths(out / f"seed-{seed}")
+            folder = p.eval(name if split == "test" else f"{name}-{split}")
+            needed = (
+                p.records(split),
+                p.lab(split) / "annotations",
+                p.records("train"),
+                folder / "predictions.jsonl",
+            )
+            if not all(path.exists() for path in needed):
+                return []
+            base = p.eval("base" if split == "test" else f"base-{split}")
+            for key, value in lost_answers(*needed[:3], base, folder).items():
+                total[key] = total.get(key, 0) + value
+        lost = max(total["lost"], 1)
+        cells = " | ".join(f"{total[c]} ({100 * total[c] / lost:.0f}%)" for c in CATEGORIES)
+        lines.append(f"| {name} | {total['lost']} | {total['gained']} | {cells} |")
+    return lines
+
+
+def curve_rows(paths: DemoPaths, split: str) -> dict[str, list[dict[str, float]]]:
+    """A seed's curve evaluations (eval/<name>-step<k>-<split>, demo/study.py): per variant, one row per
+    step with its inferential accuracy and shortcut rate (%)."""
+    import re
+
+    from videothinker.eval.metrics import read_metrics
+
+    found: dict[str, list[dict[str, float]]] = {}
+    for folder in sorted(paths.root.glob(f"eval/*-step*-{split}")):
+        match = re.fullmatch(rf"(.+)-step(\d+)-{split}", folder.name)
+        if not match or not (folder / "metrics.json").is_file():
+            continue
+        rate = shortcut_rate(folder, paths.records(split), paths.lab(split) / "annotations")
+        found.setdefault(match.group(1), []).append(
+            {
+                "step": int(match.group(2)),
+                "inferential": 100 * (accuracy(read_metrics(folder), "inferential") or 0.0),
+                "shortcut": None if rate is None else 100 * rate,
+            }
+        )
+    return {name: sorted(rows, key=lambda r: r["step"]) for name, rows in found.items()}
+
+
+def curve_plot(path: Path, curves: dict[str, list[dict[str, float]]], title: str) -> Path | None:
+    """Inferential accuracy and shortcut rate against the training step, one line per variant."""
+    from matplotlib.figure import Figure
+
+    if not curves:
+        return None
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    for ax, key, label in zip(fig.subplots(1, 2), ("inferential", "shortcut"), ("inferential accuracy (%)",
+                              "inferential answered as the video shows (%)"), strict=True):  # fmt: skip
+        for name, rows in curves.items():
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.set_xlabel("RL step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def write_study_report(out: Path, seeds: list[int], names: list[str], split: str, runs: list[dict]) -> Path:
     """OUT/study.json and OUT/study.md from each seed's evaluations; returns the JSON's path."""
     names = ["base", *names]
@@ -121,9 +199,24 @@ def write_study_report(out: Path, seeds: list[int], names: list[str], split: str
                 else f"{sum(v > 0 for v in inf['per_seed'].values())} of {len(inf['per_seed'])}"
             )
             lines.append(f"| {name} | {' | '.join(cells)} | {ahead} |")
+    lines += lost_answer_lines(out, seeds, names, split)
+    curves = {s: curve_rows(DemoPaths(out / f"seed-{s}"), split) for s in seeds}
+    for seed, found in curves.items():
+        plot = curve_plot(
+            out / f"curves_seed{seed}.png", found, f"{split} split, seed {seed}, every checkpoint"
+        )
+        if plot is not None:
+            lines += ["", f"![curves of seed {seed}]({plot.name})"]
+            for name, rows_ in found.items():
+                steps = ", ".join(
+                    f"{r['step']}: {r['inferential']:.1f} / {r['shortcut'] or 0:.1f}" for r in rows_
+                )
+                lines.append(f"- {name} (step: inferential / shortcut): {steps}")
     (out / "study.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     path = out / "study.json"
-    payload = {"split": split, "seeds": seeds, "rows": rows, "paired_to_grpo": comparisons, "runs": runs}
+    payload = {
+        "split": split, "seeds": seeds, "rows": rows, "paired_to_grpo": comparisons, "curves": curves, "runs": runs,
+    }  # fmt: skip
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return path

@@ -17,7 +17,8 @@ from videothinker.data.records import QUESTION_KINDS
 TRAINING_PANELS: dict[str, tuple[str, ...]] = {
     "reward": ("reward", "reward/accuracy", "reward/exact_accuracy", "reward/format"),
     "reward per question kind": tuple(f"reward/{kind}" for kind in QUESTION_KINDS),
-    "KL to the reference model": ("kl",),
+    "KL to the reference model": ("kl", "kl_bias", "kl_init"),
+    "policy health": ("entropy", "degenerate", "repel_share"),
     "completion length (tokens)": ("completion_length",),
 }
 
