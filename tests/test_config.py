@@ -337,3 +337,25 @@ def test_training_records_with_shuffled_videos_show_other_scenes():
         if len(set(before)) > 1:  # a type with one video has nowhere else to go
             assert all(x != y for x, y in zip(before, after)), kind
     assert any(a.video != b.video for a, b in zip(plain, shuffled))
+
+
+def test_bounded_cdpo_preset_is_the_paper_preset_with_a_bounded_repulsion():
+    def flat(d, prefix=""):
+        out = {}
+        for key, value in d.items():
+            out.update(
+                flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+            )
+        return out
+
+    paper = flat(to_dict(load_train_config("paper_qwen2_5_vl_3b_cdpo")))
+    bounded = flat(to_dict(load_train_config("qwen2_5_vl_3b_cdpo_bounded")))
+    changed = {key: bounded[key] for key in paper if paper[key] != bounded[key]}
+    assert changed == {
+        "grpo.beta": -0.3,
+        "cdpo.kl_cap": 0.2,
+        "cdpo.one_sided": True,
+        "output_dir": "outputs/qwen2_5_vl_3b/cdpo_bounded",
+    }
+    # the paper presets keep the paper's loss: no cdpo option set
+    assert not load_train_config("paper_qwen2_5_vl_3b_cdpo").cdpo.bounded

@@ -164,6 +164,22 @@ def test_presets_and_overrides():
     with pytest.raises(ValueError, match="'warm_lr': expected float"):
         apply_overrides(get_preset("default"), ["warm_lr=fast"])
     assert apply_overrides(get_preset("default"), ["warm_describe=true"]).warm_describe is True
+    # every preset's CDPO is the bounded form the lab study chose; --set gives the paper's back
+    from videothinker.demo.pipeline import cdpo_bounds
+    from videothinker.demo.presets import BOUNDED_CDPO
+
+    for preset in PRESETS.values():
+        assert preset.stage_overrides("cdpo") == {**preset.rl, **BOUNDED_CDPO}
+        assert "one-sided, capped at 0.2" in cdpo_bounds(preset)
+    paper = apply_overrides(
+        get_preset("default"),
+        [
+            "stage_rl.cdpo.grpo.beta=-0.01",
+            "stage_rl.cdpo.cdpo.kl_cap=null",
+            "stage_rl.cdpo.cdpo.one_sided=false",
+        ],
+    )
+    assert cdpo_bounds(paper) == ""
 
 
 def test_answer_prior_by_hand(tmp_path):
