@@ -11,12 +11,16 @@ Train one stage with GRPO-style RL on a video-QA file of the Video-R1 family.
   bias  bias-aware training: GRPO with beta = 0 on the observational questions only
         (records whose question_kind is observational; a file of only those works too)
   cdpo  Causal Debiasing Policy Optimization: GRPO on all questions whose KL term is measured
-        against the bias model (--reference) with a negative beta (default -0.01), clamped k3
+        against the bias model (--reference) with a negative beta (default -0.01), clamped k3.
+        The paper's repulsion vanishes at -0.01 and collapses the policy from about -0.2 in the
+        lab; cdpo.kl_cap (a per-token cap), cdpo.one_sided, cdpo.anchor_beta (a pull to the
+        initial model) and cdpo.kl_target (beta adapted to a KL target) bound it (docs/LOSS.md)
   grpo  the baseline: reference = the initial model, beta >= 0 (beta = 0 loads no reference)
 
 Settings come from the defaults, the stage's defaults, --config (a YAML file or a preset name:
 paper_qwen2_5_vl_3b_bias / _cdpo / _grpo, paper_qwen2_5_vl_3b_cdpo_48gb (one 48 GB card),
-paper_qwen2_5_vl_7b_cdpo, tiny_cpu), then --set key=value (repeatable; TRL names: num_generations,
+paper_qwen2_5_vl_7b_cdpo, qwen2_5_vl_3b_cdpo_bounded (the paper's CDPO with a bounded repulsion),
+tiny_cpu), then --set key=value (repeatable; TRL names: num_generations,
 max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, optim, ...), then the
 flags below. The resolved config is written to OUT/config.yaml.
 
@@ -25,7 +29,10 @@ replayed as a CUDA graph on a GPU); --set rollout.engine=generate samples with t
 generate instead. Bad media stop the run before any model loads, with a count and the first paths;
 --set data.skip_invalid=true leaves those records out (docs/TRAINING.md).
 
-Writes OUT/log.jsonl (one line per step), OUT/checkpoint-<step>/ (HF format + trainer state; a run
+A run whose format reward, token entropy or share of degenerate completions collapses stops with
+one line naming the step, the likely cause and the last good checkpoint (collapse.*, docs/TRAINING.md).
+
+Writes OUT/log.jsonl (one line per step; --set report_to=[jsonl, wandb] also to W&B), OUT/checkpoint-<step>/ (HF format + trainer state; a run
 in a folder with checkpoints resumes from the newest) and OUT/final/ (the model, in HF format: the
 --reference of the next stage, or the --model of `videothinker eval`).
 
