@@ -317,16 +317,28 @@ def train_config_overrides(paths: DemoPaths, preset: DemoPreset, stage: str, see
     return [f"{key}={json.dumps(value)}" for key, value in values.items()]
 
 
-def train_stage(paths: DemoPaths, preset: DemoPreset, stage: str, seed: int) -> None:
-    """One RL stage through the library, as `videothinker train` runs it (resumes from checkpoints)."""
+def train_stage(
+    paths: DemoPaths,
+    preset: DemoPreset,
+    stage: str,
+    seed: int,
+    *,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """One RL stage through the library, as `videothinker train` runs it (resumes from checkpoints),
+    into DIR/train/<stage>; or, for a study's variant (demo/study.py), into DIR/train/<name> with
+    ``settings`` (``--set`` keys) over the stage's."""
     import yaml
 
     from videothinker.config import load_train_config
     from videothinker.rl.trainer import Trainer
     from videothinker.yaml_config import to_dict
 
-    config = load_train_config(preset.rl_config, train_config_overrides(paths, preset, stage, seed))
-    out = paths.train(stage)
+    out = paths.train(name or stage)
+    overrides = train_config_overrides(paths, preset, stage, seed) + [f"output_dir={json.dumps(str(out))}"]
+    overrides += [f"{key}={json.dumps(value)}" for key, value in (settings or {}).items()]
+    config = load_train_config(preset.rl_config, overrides)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     Trainer(config, resume="auto").train()

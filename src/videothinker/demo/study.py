@@ -30,7 +30,7 @@ from videothinker.demo.pipeline import (
     evaluate_model,
     make_base,
     make_data,
-    train_config_overrides,
+    train_stage,
 )
 from videothinker.demo.presets import DemoPreset
 
@@ -102,11 +102,7 @@ def load_variants(path: str | Path) -> list[Variant]:
 
 def _train(paths: DemoPaths, preset: DemoPreset, seed: int, name: str, stage: str, settings: dict) -> str:
     """Train one run into train/<name>; returns "done" or the collapse message."""
-    import yaml
-
-    from videothinker.config import load_train_config
-    from videothinker.rl.trainer import CollapseError, Trainer
-    from videothinker.yaml_config import to_dict
+    from videothinker.rl.trainer import CollapseError
 
     out = paths.train(name)
     collapsed = out / "collapsed.json"
@@ -114,14 +110,8 @@ def _train(paths: DemoPaths, preset: DemoPreset, seed: int, name: str, stage: st
         return json.loads(collapsed.read_text())["message"]
     if (out / "final").is_dir():
         return "done"
-    overrides = train_config_overrides(paths, preset, stage, seed)
-    overrides += [f"output_dir={json.dumps(str(out))}"]
-    overrides += [f"{key}={json.dumps(value)}" for key, value in settings.items()]
-    config = load_train_config(preset.rl_config, overrides)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     try:
-        Trainer(config, resume="auto").train()
+        train_stage(paths, preset, stage, seed, name=name, settings=settings)
     except CollapseError as exc:
         collapsed.write_text(json.dumps({"message": str(exc)}) + "\n")
         return str(exc)
