@@ -87,7 +87,12 @@ def test_demo_writes_a_report_matching_metrics_and_score(demo_run, tmp_path):
         assert (out / "train" / stage / "log.jsonl").is_file()
     config = (out / "train" / "cdpo" / "config.yaml").read_text()
     assert f"reference: {out / 'train' / 'bias' / 'final'}" in config  # CDPO repels from the bias model
-    assert "beta: -0.01" in config
+    # the demo's CDPO is the bounded form (presets.BOUNDED_CDPO), as the resolved config records it
+    import yaml
+
+    resolved = yaml.safe_load(config)
+    assert resolved["grpo"]["beta"] == -0.3
+    assert resolved["cdpo"]["kl_cap"] == 0.2 and resolved["cdpo"]["one_sided"] is True
     for figure in ("accuracy_per_kind.png", "training_curves.png"):
         assert (out / figure).is_file() and f"]({figure})" in report
     assert "## The paper's claims on this run" in report and "tiny random-init" in report

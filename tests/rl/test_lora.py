@@ -27,7 +27,6 @@ from videothinker.rl.checkpoint import list_checkpoints
 pytestmark = pytest.mark.slow
 
 COMMON = test_trainer.COMMON
-lab_records = test_trainer.lab_records  # the fixture: six records over three small videos
 
 # One prompt (G = 3 completions) per step keeps these runs short.
 LORA = [
