@@ -9,6 +9,11 @@ clamped KL term (rl/losses.py). The stages differ only in data and reference:
 - cdpo: all questions, reference = the bias model, beta < 0 (repels);
 - grpo: all questions, reference = the initial model, beta >= 0 (attracts; beta = 0 loads none).
 
+CDPO's repulsion can be bounded (``cdpo.*``: a per-token cap, one-sided, an anchor to the initial model
+loaded as a third model, a controller that adapts beta; docs/LOSS.md), and every stage watches its
+health (rl/health.py): a run whose format reward, entropy or share of degenerate completions collapses
+stops with one line and keeps its last good checkpoint.
+
 The reference given is the reference used, in every setting; the first log lines say which it is.
 With ``model.lora_r > 0`` the policy trains LoRA adapters on a frozen base, and a LoRA reference on
 the same base (or, for grpo, the base itself) is computed by the policy's own model with its adapters
