@@ -9,6 +9,8 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 - engine_graph:   `DecodeEngine`, the decode step captured in a CUDA graph and replayed;
 - engine_graph_compiled: the same with each layer's parts around attention through torch.compile
                   (``rollout.compile=true``);
+- engine_graph_fused: the graph path with q/k/v and gate/up fused, one product each
+                  (``rollout.fuse_projections=true``; for bf16 weights a fused copy of them);
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -59,7 +61,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--master-fp32", action="store_true", help="fp32 weights under bf16 autocast")
     parser.add_argument(
-        "--paths", default="engine_graph,engine_graph_compiled,engine_eager,generate,generate_static"
+        "--paths",
+        default="engine_graph,engine_graph_fused,engine_graph_compiled,engine_eager,generate,generate_static",
     )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small video (CPU smoke run)")
     parser.add_argument("--out", default="decode.json")
@@ -78,6 +81,10 @@ def main() -> None:
         "engine_graph": DecodeEngine(model, dtype=torch.bfloat16, check_every=1 << 30),
         "engine_eager": DecodeEngine(model, dtype=torch.bfloat16, cuda_graphs=False, check_every=1 << 30),
     }
+    if "engine_graph_fused" in args.paths:
+        engines["engine_graph_fused"] = DecodeEngine(
+            model, dtype=torch.bfloat16, fuse=True, check_every=1 << 30
+        )
     if "engine_graph_compiled" in args.paths:
         engines["engine_graph_compiled"] = DecodeEngine(
             model, dtype=torch.bfloat16, compile=True, check_every=1 << 30

@@ -386,6 +386,12 @@ class RolloutConfig:
         "graph engine: torch.compile each layer's parts around attention (fused norms, rotary, residuals); "
         "the first step compiles",
     )
+    fuse_projections: bool = _field(
+        False,
+        "graph engine: hold each layer's q/k/v and gate/up weights fused, one matrix product instead of "
+        "three and two. Free where the engine copies weights anyway (fp32 masters, LoRA, FSDP); for bf16 "
+        "weights it is a copy of those weights, refreshed each step. Off until measured on a GPU",
+    )
 
     def problems(self) -> list[str]:
         out = _choice("rollout.engine", self.engine, ENGINES)

@@ -134,14 +134,15 @@ def test_unservable_models_are_named(tiny_model_dir):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("arch", ARCHS)
-def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch):
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, fuse):
     model = sharp_model(tiny_model_dir(arch)).to("cuda", torch.bfloat16)
     processor, inputs = prompt_inputs(tiny_model_dir(arch))
     inputs = inputs.to("cuda")
     eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
     kwargs = {"max_new_tokens": 16, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
-    graph = DecodeEngine(model, cuda_graphs=True)
-    eager = DecodeEngine(model, cuda_graphs=False)
+    graph = DecodeEngine(model, cuda_graphs=True, fuse=fuse)
+    eager = DecodeEngine(model, cuda_graphs=False)  # unfused: fused graph replay == the plain eager loop
     assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
     assert graph.graph_captures == 1
     # Sampling: the same seed gives the same draws, whether the call captures a graph (the first) or
@@ -228,3 +229,80 @@ def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir):
     compiled = DecodeEngine(model, compile=True).generate(inputs, 2, **kwargs)
     assert torch.equal(compiled, plain)
     assert counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_projections_equal_unfused(tiny_model_dir, arch):
+    """weights_from_model(fuse=True): q/k/v and gate/up as one product each give the unfused step's
+    logits and cache writes (float32), and the engine's greedy tokens equal generate's."""
+    from videothinker.models.decode import decode_step
+
+    model = sharp_model(tiny_model_dir(arch))
+    plain, fused = weights_from_model(model), weights_from_model(model, fuse=True)
+    lw = fused.layers[0]
+    assert lw.qkv is not None and lw.gate_up is not None and plain.layers[0].qkv is None
+    assert lw.q.data_ptr() == lw.qkv.data_ptr()  # the per-projection fields are row views of the buffer
+    assert torch.equal(lw.qkv, torch.cat([plain.layers[0].q, plain.layers[0].k, plain.layers[0].v]))
+    assert fused.copy_bytes > 0 == plain.copy_bytes  # its own dtype: the fused buffers are a copy
+    gen = torch.Generator().manual_seed(0)
+    n, slots, L = 3, 8, fused.num_layers
+    shape = (L, n, fused.num_kv_heads, slots, fused.head_dim)
+    cache = torch.randn(2, *shape, generator=gen)
+    out = []
+    for w in (plain, fused):
+        keys, values = cache[0].clone(), cache[1].clone()
+        attend = torch.zeros(n, slots, dtype=torch.bool)
+        attend[:, :4] = True
+        tokens = torch.randint(0, w.embed.shape[0], (n,), generator=torch.Generator().manual_seed(1))
+        logits = decode_step(w, tokens, torch.tensor([4, 5, 6]), keys, values, torch.tensor([4]), attend)
+        out.append((logits, keys, values))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    processor, inputs = prompt_inputs(tiny_model_dir(arch))
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 8, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    got = DecodeEngine(model, fuse=True).generate(inputs, 2, **kwargs)
+    assert torch.equal(got, reference_greedy(model, inputs, processor, 8).repeat_interleave(2, 0))
+
+
+def test_fused_bf16_copy_of_fp32_weights_refreshes_in_place(tiny_model_dir):
+    model = load_model(tiny_model_dir("qwen2_5_vl"), dtype="float32")
+    weights = weights_from_model(model, torch.bfloat16, fuse=True)
+    unfused = weights_from_model(model, torch.bfloat16)
+    assert weights.copy_bytes == unfused.copy_bytes  # fused at no extra memory where a copy exists anyway
+    lw = weights.layers[0]
+    pointer = lw.qkv.data_ptr()
+    attn = vlm_body(model).language_model.layers[0].self_attn
+    mlp = vlm_body(model).language_model.layers[0].mlp
+    with torch.no_grad():
+        attn.k_proj.weight.add_(1.0)
+        attn.v_proj.bias.add_(1.0)
+        mlp.up_proj.weight.add_(1.0)
+    weights.refresh()
+    assert lw.qkv.data_ptr() == pointer
+    kd = attn.k_proj.weight.shape[0]
+    qd = attn.q_proj.weight.shape[0]
+    assert torch.equal(lw.qkv[qd : qd + kd], attn.k_proj.weight.detach().to(torch.bfloat16))
+    assert torch.equal(lw.qkv_bias[qd + kd :], attn.v_proj.bias.detach().to(torch.bfloat16))
+    assert torch.equal(
+        lw.gate_up[mlp.gate_proj.weight.shape[0] :], mlp.up_proj.weight.detach().to(torch.bfloat16)
+    )
+
+
+def test_fused_lora_policy_merges_into_the_fused_buffers(tiny_model_dir):
+    peft = pytest.importorskip("peft")
+    model = sharp_model(tiny_model_dir("qwen2_5_vl"))
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft.get_peft_model(
+        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, exclude_modules=r".*visual.*")
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    processor, inputs = prompt_inputs(tiny_model_dir("qwen2_5_vl"))
+    eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
+    kwargs = {"max_new_tokens": 8, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
+    fused = DecodeEngine(model, fuse=True)
+    assert fused.weights.layers[0].qkv is not None
+    assert torch.equal(fused.generate(inputs, 2, **kwargs), DecodeEngine(model).generate(inputs, 2, **kwargs))

@@ -55,6 +55,11 @@ class LayerWeights:
     o_bias: torch.Tensor | None = None  # [H]
     q_norm: torch.Tensor | None = None  # [D] (Qwen3-VL)
     k_norm: torch.Tensor | None = None  # [D]
+    # fused (``weights_from_model(fuse=True)``): q, k, v (and their biases) and gate, up are row views
+    # of these, so one product replaces three and two
+    qkv: torch.Tensor | None = None  # [(Q+2K)*D, H]
+    qkv_bias: torch.Tensor | None = None  # [(Q+2K)*D]
+    gate_up: torch.Tensor | None = None  # [2*I, H]
 
 
 @dataclass
@@ -190,13 +195,21 @@ def _eps(norm: torch.nn.Module) -> float | None:
 
 
 @torch.no_grad()
-def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None) -> DecoderWeights:
+def weights_from_model(
+    model: torch.nn.Module, dtype: torch.dtype | None = None, fuse: bool = False
+) -> DecoderWeights:
     """The text model's weights for `decode_step`: the parameters themselves when ``dtype`` is None or
     theirs, else a copy cast to ``dtype`` (tied tensors copied once); a LoRA layer's weight is its
     base with the active adapters merged in. A sharded model's parameters (FSDP DTensors) are always
     copied, each gathered to its full tensor (in ``dtype``, or its own). Copies and merges are kept
     fresh by `DecoderWeights.refresh`. Raises ValueError naming what is unsupported
-    (`decode_unavailable`)."""
+    (`decode_unavailable`).
+
+    ``fuse``: each layer's q, k and v weights (and biases) are copied into one buffer, and gate and up
+    into another (`LayerWeights.qkv`, ``gate_up``; the per-projection fields are row views of them),
+    so the step runs one product for the three and one for the two. Where a copy exists anyway (a
+    dtype cast, FSDP shards, merged LoRA weights) it is laid out fused at no extra memory; for a model
+    decoded in its own dtype the fused buffers are a copy of those weights, refreshed like the others."""
     reason = decode_unavailable(model)
     if reason is not None:
         raise ValueError(f"the decode engine cannot serve {type(model).__name__}: {reason}")
@@ -232,27 +245,72 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
             sources.append(t)
         return copies[key]
 
+    def stacked(tensors: list[torch.Tensor], merged: list[tuple[torch.nn.Module, list[str]] | None]):
+        """One buffer holding ``tensors`` stacked by rows, and its row views: each view a copy of its
+        tensor (`refresh` casts into it) or, for a LoRA layer with active adapters, its merged weight."""
+        first = tensors[0]
+        buffer = torch.empty(
+            (sum(t.shape[0] for t in tensors), *first.shape[1:]),
+            dtype=dtype or first.dtype,
+            device=first.device,
+        )
+        views = list(buffer.split([t.shape[0] for t in tensors]))
+        for view, tensor, merge in zip(views, tensors, merged, strict=True):
+            if merge is not None:
+                merges.append((view, *merge))
+            else:
+                copies[_storage_key(tensor)] = view
+                sources.append(tensor.detach())
+        return buffer, views
+
+    def fused(modules: list[torch.nn.Module]):
+        """`stacked` weights of Linear (or LoRA) layers, and their biases if they have any."""
+        merged = [
+            None
+            if type(m) is torch.nn.Linear or m.merged or not m.active_adapters
+            else (m, list(m.active_adapters))
+            for m in modules
+        ]
+        weights_, views = stacked([_linear(m).weight for m in modules], merged)
+        biases = [_linear(m).bias for m in modules]
+        if all(b is None for b in biases):
+            return weights_, views, None, [None] * len(modules)
+        if any(b is None for b in biases):  # no Qwen VL family mixes them
+            raise ValueError("fused projections need all of their layers with biases or all without")
+        bias_buffer, bias_views = stacked(list(biases), [None] * len(modules))
+        return weights_, views, bias_buffer, bias_views
+
     layers = []
     for layer in lm.layers:
         a, m = layer.self_attn, layer.mlp
         q_norm, k_norm = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+        if fuse:
+            qkv, (q, k, v), qkv_bias, (q_bias, k_bias, v_bias) = fused([a.q_proj, a.k_proj, a.v_proj])
+            gate_up, (gate, up), _, _ = fused([m.gate_proj, m.up_proj])
+        else:
+            qkv = qkv_bias = gate_up = None
+            q, k, v, gate, up = (weight(x) for x in (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj))
+            q_bias, k_bias, v_bias = (bias(x) for x in (a.q_proj, a.k_proj, a.v_proj))
         layers.append(
             LayerWeights(
                 input_norm=take(layer.input_layernorm.weight),
-                q=weight(a.q_proj),
-                k=weight(a.k_proj),
-                v=weight(a.v_proj),
+                q=q,
+                k=k,
+                v=v,
                 o=weight(a.o_proj),
                 post_norm=take(layer.post_attention_layernorm.weight),
-                gate=weight(m.gate_proj),
-                up=weight(m.up_proj),
+                gate=gate,
+                up=up,
                 down=weight(m.down_proj),
-                q_bias=bias(a.q_proj),
-                k_bias=bias(a.k_proj),
-                v_bias=bias(a.v_proj),
+                q_bias=q_bias,
+                k_bias=k_bias,
+                v_bias=v_bias,
                 o_bias=bias(a.o_proj),
                 q_norm=None if q_norm is None else take(q_norm.weight),
                 k_norm=None if k_norm is None else take(k_norm.weight),
+                qkv=qkv,
+                qkv_bias=qkv_bias,
+                gate_up=gate_up,
             )
         )
     config = lm.config
@@ -276,7 +334,7 @@ def weights_from_model(model: torch.nn.Module, dtype: torch.dtype | None = None)
     weights.sources = sources
     weights.gathered = any(is_dtensor(s) for s in sources)
     weights.merges = merges
-    if merges:
+    if merges or fuse:  # fused buffers start empty: fill them
         weights.refresh()
     return weights
 
@@ -318,9 +376,16 @@ def attention_inputs(
     """A layer's part before attention: RMSNorm, q/k/v projections, (Qwen3-VL) q/k norms, rotary."""
     n = h.shape[0]
     x = rms_norm(h, lw.input_norm, eps)
-    q = F.linear(x, lw.q, lw.q_bias).view(n, num_heads, head_dim)
-    k = F.linear(x, lw.k, lw.k_bias).view(n, num_kv_heads, head_dim)
-    v = F.linear(x, lw.v, lw.v_bias).view(n, num_kv_heads, head_dim)
+    if lw.qkv is not None:  # one product for the three (weights_from_model(fuse=True))
+        q, k, v = F.linear(x, lw.qkv, lw.qkv_bias).split(
+            [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1
+        )
+        q = q.reshape(n, num_heads, head_dim)
+        k, v = k.reshape(n, num_kv_heads, head_dim), v.reshape(n, num_kv_heads, head_dim)
+    else:
+        q = F.linear(x, lw.q, lw.q_bias).view(n, num_heads, head_dim)
+        k = F.linear(x, lw.k, lw.k_bias).view(n, num_kv_heads, head_dim)
+        v = F.linear(x, lw.v, lw.v_bias).view(n, num_kv_heads, head_dim)
     if lw.q_norm is not None:
         q, k = rms_norm(q, lw.q_norm, eps), rms_norm(k, lw.k_norm, eps)
     return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
@@ -336,6 +401,9 @@ def attention_output(
     """A layer's part after attention: o projection, residual, RMSNorm, SwiGLU MLP, residual."""
     h = h + F.linear(attended, lw.o, lw.o_bias)
     x = rms_norm(h, lw.post_norm, eps)
+    if lw.gate_up is not None:  # one product for the two (weights_from_model(fuse=True))
+        gate, up = F.linear(x, lw.gate_up).chunk(2, dim=-1)
+        return h + F.linear(act(gate) * up, lw.down)
     return h + F.linear(act(F.linear(x, lw.gate)) * F.linear(x, lw.up), lw.down)
 
 

@@ -60,6 +60,7 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
         prompt_bucket=rollout.prompt_bucket,
         check_every=rollout.check_every,
         compile=rollout.compile,
+        fuse=rollout.fuse_projections,
     )
     if engine is not None:
         print0(engine.memory_report())
@@ -177,6 +178,7 @@ class DecodeEngine:
         max_states: buckets whose buffers (and graphs) are kept; the least recently used goes first.
         compile: run each layer's parts before and after attention through ``torch.compile``
             (fused norms, rotary and residuals; the first step compiles).
+        fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`).
     """
 
     def __init__(
@@ -189,11 +191,12 @@ class DecodeEngine:
         check_every: int = 16,
         max_states: int = 2,
         compile: bool = False,
+        fuse: bool = False,
     ):
         if prompt_bucket < 1 or check_every < 1 or max_states < 1:
             raise ValueError("prompt_bucket, check_every and max_states must be >= 1")
         self.model = model
-        self.weights: DecoderWeights = weights_from_model(model, dtype)
+        self.weights: DecoderWeights = weights_from_model(model, dtype, fuse=fuse)
         self.cuda_graphs = cuda_graphs and self.weights.device.type == "cuda"
         self.prompt_bucket, self.check_every, self.max_states = prompt_bucket, check_every, max_states
         self._states: OrderedDict[tuple, _DecodeState] = OrderedDict()
