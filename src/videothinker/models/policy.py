@@ -106,10 +106,8 @@ def build_policy_and_reference(
 
         master = policy.dtype == torch.float32
         shard_model(policy, mesh, param_dtype=torch.bfloat16 if g.bf16 and master else None)
-    shard_reference = mesh is not None and config.distributed.reference == "shard"
     lora_model = lora.add_policy_adapter(policy, m, checkpoint) if m.lora_r else None
-    hold = _Holder(config, device, policy, lora_model, mesh, shard_reference)
-    return policy, lora_model, hold(plan)
+    return policy, lora_model, _Holder(config, device, policy, lora_model, mesh)(plan)
 
 
 def build_initial_reference(config: TrainConfig, device, policy, lora_model, mesh=None) -> Reference:
@@ -117,20 +115,20 @@ def build_initial_reference(config: TrainConfig, device, policy, lora_model, mes
     (``cdpo.anchor_beta``) or what ``kl_init`` is measured against. For a LoRA policy it is the
     policy's base with the adapters off (no extra memory); otherwise a third model, in bf16 under
     ``grpo.bf16``."""
-    shard_reference = mesh is not None and config.distributed.reference == "shard"
     kind = "policy_base" if config.model.lora_r else "model"
-    hold = _Holder(config, device, policy, lora_model, mesh, shard_reference)
-    return hold(lora.ReferencePlan(kind, config.model.path))
+    return _Holder(config, device, policy, lora_model, mesh)(lora.ReferencePlan(kind, config.model.path))
 
 
 class _Holder:
     """Holds a planned reference: loads it as a frozen model, merges an adapter, or switches the
     policy's own adapters (`Reference`)."""
 
-    def __init__(self, config: TrainConfig, device, policy, lora_model, mesh, shard_reference: bool):
+    def __init__(self, config: TrainConfig, device, policy, lora_model, mesh):
         m, g = config.model, config.grpo
         self.m, self.device, self.policy, self.lora_model = m, device, policy, lora_model
-        self.mesh, self.shard_reference = mesh, shard_reference
+        # a separate reference is sharded like the policy (distributed.reference = shard) or whole
+        self.mesh = mesh
+        self.shard_reference = shard_reference = mesh is not None and config.distributed.reference == "shard"
         self.kwargs = {
             "dtype": "bfloat16" if g.bf16 else m.dtype,
             "attn_implementation": m.attn_implementation,

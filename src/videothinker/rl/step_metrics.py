@@ -39,19 +39,26 @@ def rollout_metrics(batches: list, reward_funcs: list[str], G: int, gather) -> d
     return out
 
 
-def health_metrics(logprobs: torch.Tensor, entropy: torch.Tensor, rollout, config) -> dict[str, torch.Tensor]:
+def health_metrics(
+    logprobs: torch.Tensor, entropy: torch.Tensor, rollout, config, loss_metrics: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The policy's mean token entropy, and its KL to the bias model (stage cdpo: ``kl_bias``) and to
     the initial model (``kl_init``, where its log-probs are at hand), aggregated as the loss's ``kl``
-    (rl/health.py). ``logprobs`` and ``entropy`` are the policy's [N, T]; ``config`` the `TrainConfig`."""
+    (rl/health.py). ``logprobs`` and ``entropy`` are the policy's [N, T]; ``config`` the `TrainConfig`;
+    ``loss_metrics`` those `policy_loss` returned, whose ``kl`` (to the reference) and ``kl_anchor``
+    (to the initial model) are taken as they are rather than computed again."""
     from videothinker.rl.losses import aggregated_kl
 
     mask = rollout.completion_mask.to(entropy.dtype)  # [N, T]
     out = {"entropy": (entropy * mask).sum() / mask.sum().clamp(min=1.0)}
-    g = config.grpo
-    kw = {"kl_clamp": g.kl_clamp, "loss_type": g.loss_type, "max_completion_length": g.max_completion_length}
     if rollout.ref_logprobs is not None and config.stage in ("cdpo", "grpo"):
-        name = "kl_bias" if config.stage == "cdpo" else "kl_init"
-        out[name] = aggregated_kl(logprobs, rollout.ref_logprobs, rollout.completion_mask, **kw)
-    if rollout.init_logprobs is not None:
-        out["kl_init"] = aggregated_kl(logprobs, rollout.init_logprobs, rollout.completion_mask, **kw)
+        out["kl_bias" if config.stage == "cdpo" else "kl_init"] = loss_metrics["kl"]
+    if "kl_anchor" in loss_metrics:
+        out["kl_init"] = loss_metrics["kl_anchor"]
+    elif rollout.init_logprobs is not None:  # cdpo.track_init_kl: the initial model in no loss
+        g = config.grpo
+        out["kl_init"] = aggregated_kl(
+            logprobs, rollout.init_logprobs, rollout.completion_mask,
+            kl_clamp=g.kl_clamp, loss_type=g.loss_type, max_completion_length=g.max_completion_length,
+        )  # fmt: skip
     return out

@@ -362,7 +362,7 @@ class Trainer:
                 anchor_logprobs=r.init_logprobs if c.anchor_beta > 0 else None,
                 anchor_beta=c.anchor_beta,
             )
-            metrics.update(health_metrics(logprobs.detach(), entropy, r, self.config))
+            metrics.update(health_metrics(logprobs.detach(), entropy, r, self.config, metrics))
             if not self.collectives.everywhere(bool(torch.isfinite(loss))):  # all skip, or none
                 finite = False
                 break
