@@ -102,12 +102,12 @@ def run_base_model(
         "evaluation of the base model on the validation set",
         lambda: evaluate_model(paths, preset, "base", device, split="val"),
     )
-    metrics = read_metrics(paths.eval("base-val"))
+    metrics = read_metrics(paths.eval("base", "val"))
     prior = answer_prior([paths.records("warm")], paths.records("val"))
     measured = {k: accuracy(metrics, k) for k in ("seen", "observational", "inferential", "overall")}
     if preset.warm_describe:  # how often its opening description of the clip is exact
         measured["described"] = described_share(
-            paths.eval("base-val") / "predictions.jsonl",
+            paths.eval("base", "val") / "predictions.jsonl",
             [paths.records("val"), paths.seen_records("val")],
             paths.lab("val") / "annotations",
         )

@@ -75,8 +75,9 @@ class DemoPaths:
     def train(self, stage: str) -> Path:
         return self.root / "train" / stage
 
-    def eval(self, name: str) -> Path:
-        return self.root / "eval" / name
+    def eval(self, name: str, split: str = "test") -> Path:
+        """The evaluation folder of a model on a split: eval/<name> (test), eval/<name>-<split>."""
+        return self.root / "eval" / (name if split == "test" else f"{name}-{split}")
 
     @property
     def report(self) -> Path:
@@ -373,7 +374,7 @@ def evaluate_model(
     benchmarks = load_benchmarks([paths.records(split), paths.seen_records(split)])
     return evaluate(
         benchmarks,
-        paths.eval(name if split == "test" else f"{name}-{split}"),
+        paths.eval(name, split),
         settings,
         lambda: ModelGenerator(model, device=device, max_new_tokens=preset.max_new_tokens),
     )

@@ -35,7 +35,7 @@ def model_row(paths: DemoPaths, name: str, split: str) -> dict[str, Any]:
     collapsed = paths.train(name) / "collapsed.json"
     if collapsed.is_file():
         return {**row, "collapsed": json.loads(collapsed.read_text())["message"]}
-    folder = paths.eval(name if split == "test" else f"{name}-{split}")  # as evaluate_model names it
+    folder = paths.eval(name, split)
     if not (folder / "metrics.json").is_file():
         return {**row, "missing": True}
     metrics = read_metrics(folder)
@@ -89,7 +89,7 @@ def lost_answer_lines(out: Path, seeds: list[int], names: list[str], split: str)
         total: dict[str, int] = {}
         for seed in seeds:
             p = DemoPaths(out / f"seed-{seed}")
-            folder = p.eval(name if split == "test" else f"{name}-{split}")
+            folder = p.eval(name, split)
             needed = (
                 p.records(split),
                 p.lab(split) / "annotations",
@@ -98,7 +98,7 @@ def lost_answer_lines(out: Path, seeds: list[int], names: list[str], split: str)
             )
             if not all(path.exists() for path in needed):
                 return []
-            base = p.eval("base" if split == "test" else f"base-{split}")
+            base = p.eval("base", split)
             for key, value in lost_answers(*needed[:3], base, folder).items():
                 total[key] = total.get(key, 0) + value
         lost = max(total["lost"], 1)
