@@ -12,17 +12,15 @@ from typing import Any
 
 from videothinker.demo.pipeline import DemoPaths
 from videothinker.demo.report import accuracy, shortcut_rate
+from videothinker.eval.report import read_training_log
 
 GROUPS = ("observational", "inferential", "overall", "seen", "shortcut")
 # t quantiles (0.975) for the 95% interval of a mean over n seeds: n - 1 degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def _late(log: Path, key: str, last: int = 20) -> float | None:
-    """Mean of ``key`` over the last ``last`` logged steps of a training log."""
-    if not log.is_file():
-        return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+def _late(rows: list[dict[str, Any]], key: str, last: int = 20) -> float | None:
+    """Mean of ``key`` over the last ``last`` logged steps of a training log's rows."""
     values = [r[key] for r in rows if isinstance(r.get(key), int | float) and "event" not in r]
     return statistics.fmean(values[-last:]) if values else None
 
@@ -45,8 +43,9 @@ def model_row(paths: DemoPaths, name: str, split: str) -> dict[str, Any]:
     rate = shortcut_rate(folder, paths.records(split), paths.lab(split) / "annotations")
     row["shortcut"] = None if rate is None else 100 * rate
     log = paths.train(name) / "log.jsonl"
+    rows = read_training_log(log) if log.is_file() else []
     for key in ("kl_bias", "kl_init", "entropy", "degenerate", "repel_share", "beta", "reward"):
-        row[f"late_{key}"] = _late(log, key)
+        row[f"late_{key}"] = _late(rows, key)
     return row
 
 
