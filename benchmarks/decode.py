@@ -9,8 +9,9 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 - engine_graph:   `DecodeEngine`, the decode step captured in a CUDA graph and replayed;
 - engine_graph_compiled: the same with each layer's parts around attention through torch.compile
                   (``rollout.compile=true``);
-- engine_graph_fused: the graph path with q/k/v and gate/up fused, one product each
-                  (``rollout.fuse_projections=true``; for bf16 weights a fused copy of them);
+- engine_graph_fused: the graph path with the fused step (``rollout.fused_step=true``: q/k/v and
+                  gate/up one product each, F.rms_norm, one rotary, one cache write a layer;
+                  for bf16 weights a fused copy of them);
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);

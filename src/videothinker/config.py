@@ -386,11 +386,13 @@ class RolloutConfig:
         "graph engine: torch.compile each layer's parts around attention (fused norms, rotary, residuals); "
         "the first step compiles",
     )
-    fuse_projections: bool = _field(
+    fused_step: bool = _field(
         False,
-        "graph engine: hold each layer's q/k/v and gate/up weights fused, one matrix product instead of "
-        "three and two. Free where the engine copies weights anyway (fp32 masters, LoRA, FSDP); for bf16 "
-        "weights it is a copy of those weights, refreshed each step. Off until measured on a GPU",
+        "graph engine: decode with the fused step (models/decode_fused.py): q/k/v and gate/up weights "
+        "held fused, one matrix product instead of three and two; norms as F.rms_norm; rotary on q and k "
+        "at once; one cache write a layer; about a third of the kernels a layer. The fused weights are "
+        "free where the engine copies weights anyway (fp32 masters, LoRA, FSDP); for bf16 weights they "
+        "are a copy, refreshed each step. Off until measured on a GPU",
     )
 
     def problems(self) -> list[str]:

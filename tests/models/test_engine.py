@@ -215,9 +215,11 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(tiny_model_dir, monkey
 
 
 @pytest.mark.slow
-def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir):
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir, fuse):
     """rollout.compile: the layer parts through torch.compile (two graphs for all layers, no
-    recompiles per layer) decode the tokens the plain parts decode."""
+    recompiles per layer) decode the tokens the plain parts decode; with fused weights, the compiled
+    parts read the fused products."""
     from torch._dynamo.utils import counters
 
     model = sharp_model(tiny_model_dir("qwen3_vl"))
@@ -226,7 +228,7 @@ def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir):
     kwargs = {"max_new_tokens": 6, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
     plain = DecodeEngine(model).generate(inputs, 2, **kwargs)
     counters.clear()
-    compiled = DecodeEngine(model, compile=True).generate(inputs, 2, **kwargs)
+    compiled = DecodeEngine(model, compile=True, fuse=fuse).generate(inputs, 2, **kwargs)
     assert torch.equal(compiled, plain)
     assert counters["stats"]["unique_graphs"] == 2
 

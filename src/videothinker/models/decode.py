@@ -60,6 +60,7 @@ class LayerWeights:
     qkv: torch.Tensor | None = None  # [(Q+2K)*D, H]
     qkv_bias: torch.Tensor | None = None  # [(Q+2K)*D]
     gate_up: torch.Tensor | None = None  # [2*I, H]
+    qk_norm: torch.Tensor | None = None  # [Q+K, D]: q_norm on Q rows, k_norm on K rows (fused Qwen3-VL)
 
 
 @dataclass
@@ -217,6 +218,7 @@ def weights_from_model(
     lm = body.language_model
     copies: dict[int, torch.Tensor] = {}
     sources: list[torch.Tensor] = []
+    broadcast: list[tuple[torch.Tensor, torch.Tensor]] = []  # (copy, smaller source it repeats)
     merges: list[tuple[torch.Tensor, torch.nn.Module, list[str]]] = []
 
     def weight(module: torch.nn.Module) -> torch.Tensor:
@@ -284,9 +286,19 @@ def weights_from_model(
     for layer in lm.layers:
         a, m = layer.self_attn, layer.mlp
         q_norm, k_norm = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
+        qk_norm = None
         if fuse:
             qkv, (q, k, v), qkv_bias, (q_bias, k_bias, v_bias) = fused([a.q_proj, a.k_proj, a.v_proj])
             gate_up, (gate, up), _, _ = fused([m.gate_proj, m.up_proj])
+            if q_norm is not None:  # one [Q+K, D] weight, so one product scales q's rows and k's
+                heads = (lm.config.num_attention_heads, lm.config.num_key_value_heads)
+                qk_norm = torch.empty(
+                    (sum(heads), q_norm.weight.shape[0]),
+                    dtype=dtype or q_norm.weight.dtype,
+                    device=qkv.device,
+                )
+                for view, norm in zip(qk_norm.split(heads), (q_norm, k_norm), strict=True):
+                    broadcast.append((view, norm.weight.detach()))
         else:
             qkv = qkv_bias = gate_up = None
             q, k, v, gate, up = (weight(x) for x in (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj))
@@ -311,6 +323,7 @@ def weights_from_model(
                 qkv=qkv,
                 qkv_bias=qkv_bias,
                 gate_up=gate_up,
+                qk_norm=qk_norm,
             )
         )
     config = lm.config
@@ -330,8 +343,8 @@ def weights_from_model(
         rope_scale=float(getattr(lm.rotary_emb, "attention_scaling", 1.0)),
         act=lm.layers[0].mlp.act_fn,
     )
-    weights.copies = [copies[_storage_key(s)] for s in sources]
-    weights.sources = sources
+    weights.copies = [copies[_storage_key(s)] for s in sources] + [c for c, _ in broadcast]
+    weights.sources = sources + [s for _, s in broadcast]
     weights.gathered = any(is_dtensor(s) for s in sources)
     weights.merges = merges
     if merges or fuse:  # fused buffers start empty: fill them
@@ -456,21 +469,25 @@ def compiled_parts() -> tuple[Callable, Callable]:
 
     def compiled_before(h, cos, sin, lw: LayerWeights, eps, num_heads, num_kv_heads, head_dim):
         tensors = (lw.input_norm, lw.q, lw.q_bias, lw.k, lw.k_bias, lw.v, lw.v_bias, lw.q_norm, lw.k_norm)
-        return before(h, cos, sin, *tensors, eps, num_heads, num_kv_heads, head_dim)
+        return before(h, cos, sin, *tensors, lw.qkv, lw.qkv_bias, eps, num_heads, num_kv_heads, head_dim)
 
     def compiled_after(h, attended, lw: LayerWeights, eps, act):
-        return after(h, attended, lw.o, lw.o_bias, lw.post_norm, lw.gate, lw.up, lw.down, eps, act)
+        tensors = (lw.o, lw.o_bias, lw.post_norm, lw.gate, lw.up, lw.down, lw.gate_up)
+        return after(h, attended, *tensors, eps, act)
 
     return compiled_before, compiled_after
 
 
-def _inputs_of_tensors(h, cos, sin, input_norm, q, q_bias, k, k_bias, v, v_bias, q_norm, k_norm, eps, *shape):
+def _inputs_of_tensors(
+    h, cos, sin, input_norm, q, q_bias, k, k_bias, v, v_bias, q_norm, k_norm, qkv, qkv_bias, eps, *shape
+):
     lw = LayerWeights(
         input_norm, q, k, v, None, None, None, None, None, q_bias, k_bias, v_bias, None, q_norm, k_norm
     )
+    lw.qkv, lw.qkv_bias = qkv, qkv_bias
     return attention_inputs(h, cos, sin, lw, eps, *shape)
 
 
-def _output_of_tensors(h, attended, o, o_bias, post_norm, gate, up, down, eps, act):
-    lw = LayerWeights(None, None, None, None, o, post_norm, gate, up, down, o_bias=o_bias)
+def _output_of_tensors(h, attended, o, o_bias, post_norm, gate, up, down, gate_up, eps, act):
+    lw = LayerWeights(None, None, None, None, o, post_norm, gate, up, down, o_bias=o_bias, gate_up=gate_up)
     return attention_output(h, attended, lw, eps, act)

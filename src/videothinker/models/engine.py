@@ -10,9 +10,10 @@ bf16 weights. `DecodeEngine` removes the Python and launch overhead:
    ``get_rope_index``, `prefill_positions`); the first token of each of the G completions is drawn
    from its logits.
 2. **Static cache**: the prompt's keys and values are copied G times into a preallocated cache of
-   ``[layers, rows, kv_heads, prompt + completion, head_dim]``; rows and prompt length are padded up to
+   ``[layers, 2 (keys, values), rows, kv_heads, prompt + completion, head_dim]``; rows and prompt length are padded up to
    buckets so the shapes, and with them the graphs, repeat from step to step.
-3. **Decode step** (`videothinker.models.decode.decode_step`: embedding, text model, lm_head; then
+3. **Decode step** (`videothinker.models.decode.decode_step`: embedding, text model, lm_head, or
+   with fused weights its fused twin `videothinker.models.decode_fused.fused_decode_step`; then
    `videothinker.models.sampling.sample_next` on the device) with every index a device tensor, so on a
    GPU it is captured once in a CUDA graph and replayed; finished rows are tracked on the device (they
    emit ``pad_token_id`` after their EOS) and the loop checks every ``check_every`` steps, not every
@@ -42,6 +43,7 @@ from videothinker.models.decode import (
     decode_unavailable,
     weights_from_model,
 )
+from videothinker.models.decode_fused import fused_decode_step
 from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
@@ -60,7 +62,7 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
         prompt_bucket=rollout.prompt_bucket,
         check_every=rollout.check_every,
         compile=rollout.compile,
-        fuse=rollout.fuse_projections,
+        fuse=rollout.fused_step,
     )
     if engine is not None:
         print0(engine.memory_report())
@@ -140,8 +142,7 @@ class _DecodeState:
     """The device buffers of one (rows, cache length, completion length, sampling mode) bucket; a
     captured graph reads and writes exactly these, so they are refilled in place, never replaced."""
 
-    keys: torch.Tensor  # [L, N, K, S, D]
-    values: torch.Tensor  # [L, N, K, S, D]
+    kv: torch.Tensor  # [L, 2, N, K, S, D]: keys ([:, 0]) and values ([:, 1]) of every layer
     attend: torch.Tensor  # [N, S] bool
     tokens: torch.Tensor  # [N] int64, the input token of the next step
     positions: torch.Tensor  # [N] int64, its rotary position
@@ -158,8 +159,16 @@ class _DecodeState:
     graph: torch.cuda.CUDAGraph | None = None
 
     @property
+    def keys(self) -> torch.Tensor:  # [L, N, K, S, D], a view
+        return self.kv[:, 0]
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.kv[:, 1]
+
+    @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.attend, self.out))
+        return sum(t.numel() * t.element_size() for t in (self.kv, self.attend, self.out))
 
 
 class DecodeEngine:
@@ -178,7 +187,9 @@ class DecodeEngine:
         max_states: buckets whose buffers (and graphs) are kept; the least recently used goes first.
         compile: run each layer's parts before and after attention through ``torch.compile``
             (fused norms, rotary and residuals; the first step compiles).
-        fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`).
+        fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`), and
+            decode with the fused step (`videothinker.models.decode_fused`: about a third of the
+            kernels a layer).
     """
 
     def __init__(
@@ -201,6 +212,9 @@ class DecodeEngine:
         self.prompt_bucket, self.check_every, self.max_states = prompt_bucket, check_every, max_states
         self._states: OrderedDict[tuple, _DecodeState] = OrderedDict()
         self.parts = compiled_parts() if compile else (attention_inputs, attention_output)
+        # fused weights decode through the fused step; compiled, through the compiled parts (which
+        # read the fused products too, and leave the elementwise fusion to the compiler)
+        self.fused_step = fuse and not compile
         self.graph_captures = 0  # how many graphs were captured (a new bucket captures one)
 
     @classmethod
@@ -325,10 +339,9 @@ class DecodeEngine:
         N, S, T, greedy, use_top_p, eos = key
         w = self.weights
         dev = w.device
-        cache_shape = (w.num_layers, N, w.num_kv_heads, S, w.head_dim)
+        cache_shape = (w.num_layers, 2, N, w.num_kv_heads, S, w.head_dim)
         state = _DecodeState(
-            keys=torch.zeros(cache_shape, dtype=w.dtype, device=dev),
-            values=torch.zeros(cache_shape, dtype=w.dtype, device=dev),
+            kv=torch.zeros(cache_shape, dtype=w.dtype, device=dev),
             attend=torch.zeros(N, S, dtype=torch.bool, device=dev),
             tokens=torch.zeros(N, dtype=torch.long, device=dev),
             positions=torch.zeros(N, dtype=torch.long, device=dev),
@@ -375,9 +388,12 @@ class DecodeEngine:
 
     def _advance(self, s: _DecodeState) -> None:
         """One decode step on the state's buffers, in place: the captured graph's body."""
-        logits = decode_step(
-            self.weights, s.tokens, s.positions, s.keys, s.values, s.write_index, s.attend, self.parts
-        )
+        if self.fused_step:
+            logits = fused_decode_step(self.weights, s.tokens, s.positions, s.kv, s.write_index, s.attend)
+        else:
+            logits = decode_step(
+                self.weights, s.tokens, s.positions, s.keys, s.values, s.write_index, s.attend, self.parts
+            )
         token = sample_next(
             logits, greedy=s.greedy, temperature=s.temperature, top_p=s.top_p if s.use_top_p else None
         )
@@ -405,8 +421,7 @@ class DecodeEngine:
         B, P = mask.shape
         rows = B * G
         start = P_cache - P
-        s.keys.zero_()
-        s.values.zero_()
+        s.kv.zero_()
         for layer in range(self.weights.num_layers):
             k, v = _cache_layer(cache, layer)  # [B, K, P, D]
             s.keys[layer, :rows, :, start:P_cache].copy_(k.repeat_interleave(G, dim=0))

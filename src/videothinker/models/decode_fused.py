@@ -1,0 +1,101 @@
+"""The fused decode step: `decode_step`'s computation in about a third of its kernels.
+
+A decode step for 8 rows moves little data per kernel, so on a GPU its time is mostly the count of
+kernels, not their work (docs/PERFORMANCE.md). `decode_step` keeps the model's own formulation (the
+simple path: about 43 tensor operations a layer in bf16); this step computes the same thing with
+weights laid out by ``weights_from_model(fuse=True)`` in about 14:
+
+- the norms are ``F.rms_norm`` (one fused kernel on CUDA; the reference spells it out in eight);
+- q, k and v come from one product over the fused weight, as one ``[N, Q + 2K, D]`` tensor;
+- Qwen3-VL's per-head q and k norms run once over the q and k rows, with their weights stacked;
+- the rotary embedding runs once over all of those rows: ``x cos + rotate_half(x) sin`` is
+  ``addcmul(x cos, roll(x, D/2), s)`` with ``s = [-sin, sin]`` by halves, and on the v rows cos is 1
+  and s is 0, which leaves v exactly as it was; k and v then lie side by side, so one write puts both
+  into the cache (laid out ``[layers, 2, N, K, S, D]``);
+- the mask becomes additive once per step, not once per layer;
+- the residual adds ride on the o and down products (``addmm``); gate and up are one product.
+
+Rounding differs from the reference only where a fused kernel keeps fp32 a little longer (a bf16
+norm's weight multiplied before the cast); in float32 and float64 the two steps agree to rounding
+(tests/models/test_decode_fused.py), and the engine's greedy tokens equal ``generate``'s.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from videothinker.models.decode import DecoderWeights, LayerWeights
+
+
+def step_rotary(positions: torch.Tensor, w: DecoderWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin [N, Q + 2K, D] of one step, for every row of the fused q/k/v output: the
+    1-D rotary embedding at ``positions`` [N] on the q and k rows; cos 1 and sin 0 on the v rows."""
+    n, q_k, kv = positions.shape[0], w.num_heads + w.num_kv_heads, w.num_kv_heads
+    half = w.head_dim // 2
+    freqs = positions.float().unsqueeze(-1) * w.inv_freq  # [N, D/2]
+    cos = (freqs.cos() * w.rope_scale).to(w.dtype).repeat(1, 2)  # [N, D]
+    sin = (freqs.sin() * w.rope_scale).to(w.dtype)
+    signed = torch.cat([-sin, sin], dim=-1)  # rotate_half(x) * sin == roll(x, D/2) * signed
+    ones, zeros = cos.new_ones(n, kv, 2 * half), cos.new_zeros(n, kv, 2 * half)
+    cos_rows = torch.cat([cos.unsqueeze(1).expand(n, q_k, 2 * half), ones], dim=1)
+    sin_rows = torch.cat([signed.unsqueeze(1).expand(n, q_k, 2 * half), zeros], dim=1)
+    return cos_rows, sin_rows
+
+
+def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[N, 1, 1, S]: 0 where a row attends, -inf elsewhere (made once per step, read by every layer)."""
+    mask = torch.zeros(attend.shape, dtype=dtype, device=attend.device)
+    return mask.masked_fill_(~attend, float("-inf")).view(attend.shape[0], 1, 1, -1)
+
+
+def fused_layer(
+    h: torch.Tensor,  # [N, H]
+    cos: torch.Tensor,  # [N, Q + 2K, D] (`step_rotary`)
+    sin: torch.Tensor,  # [N, Q + 2K, D]
+    kv: torch.Tensor,  # [2, N, K, S, D], this layer's cache
+    write_index: torch.Tensor,  # [1] int64
+    mask: torch.Tensor,  # [N, 1, 1, S] additive
+    lw: LayerWeights,
+    w: DecoderWeights,
+) -> torch.Tensor:  # [N, H]
+    """One decoder layer for one token per row, its keys and values written into ``kv``."""
+    n, Q, K, D = h.shape[0], w.num_heads, w.num_kv_heads, w.head_dim
+    x = F.rms_norm(h, h.shape[-1:], lw.input_norm, w.eps)
+    proj = F.linear(x, lw.qkv, lw.qkv_bias).view(n, Q + 2 * K, D)
+    if lw.qk_norm is not None:  # Qwen3-VL: the per-head norms of q and k, in place on their rows
+        q_k = proj[:, : Q + K]
+        torch.mul(F.rms_norm(q_k, (D,), eps=w.eps), lw.qk_norm, out=q_k)
+    rotated = torch.addcmul(proj * cos, proj.roll(D // 2, dims=-1), sin)
+    new_kv = rotated[:, Q:].view(n, 2, K, 1, D).transpose(0, 1)  # [2, N, K, 1, D]
+    kv.index_copy_(3, write_index, new_kv)
+    attended = F.scaled_dot_product_attention(
+        rotated[:, :Q].view(n, K, Q // K, D), kv[0], kv[1], attn_mask=mask, scale=w.scaling
+    ).reshape(n, Q * D)
+    if lw.o_bias is None:
+        h = torch.addmm(h, attended, lw.o.t())
+    else:
+        h = h + F.linear(attended, lw.o, lw.o_bias)
+    gate, up = F.linear(F.rms_norm(h, h.shape[-1:], lw.post_norm, w.eps), lw.gate_up).chunk(2, dim=-1)
+    return torch.addmm(h, w.act(gate) * up, lw.down.t())
+
+
+def fused_decode_step(
+    w: DecoderWeights,
+    tokens: torch.Tensor,  # [N] int64
+    positions: torch.Tensor,  # [N] int64
+    kv: torch.Tensor,  # [L, 2, N, K, S, D], keys ([:, 0]) and values ([:, 1]) of every layer
+    write_index: torch.Tensor,  # [1] int64
+    attend: torch.Tensor,  # [N, S] bool (this step's slot is set here)
+) -> torch.Tensor:  # [N, V] float32 logits
+    """`decode_step` over fused weights (``weights_from_model(fuse=True)``) and a joint K/V cache:
+    the same inputs, outputs and cache writes, in fewer kernels; capturable in a CUDA graph."""
+    if w.layers[0].qkv is None:
+        raise ValueError("fused_decode_step needs weights_from_model(..., fuse=True)")
+    attend.index_fill_(1, write_index, True)
+    mask = additive_mask(attend, w.dtype)
+    cos, sin = step_rotary(positions, w)
+    h = F.embedding(tokens, w.embed)
+    for layer, lw in enumerate(w.layers):
+        h = fused_layer(h, cos, sin, kv[layer], write_index, mask, lw, w)
+    return F.linear(F.rms_norm(h, h.shape[-1:], w.norm, w.eps), w.lm_head).float()
