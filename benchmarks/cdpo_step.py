@@ -21,6 +21,13 @@ like; sampling is timed separately for each). Prints a table; writes JSON to --o
     python benchmarks/cdpo_step.py --out results.json          # needs a CUDA GPU (H100/H200)
     python benchmarks/cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2   # the paper setting
 
+``--anchor`` adds the path ``lean_anchor``: the lean step with a third model, the initial model as
+CDPO's anchor (``cdpo.anchor_beta`` 0.01, its log-probs one more pass without grad), and the bounded
+loss (beta -0.3, ``cdpo.kl_cap`` 0.2, ``cdpo.one_sided``); ``anchor_over_lean`` is its cost over the
+lean step's (a GRPO step costs what the lean step costs: one frozen model beside the policy).
+
+    python benchmarks/cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 3 --paths lean --anchor
+
 ``--master-fp32`` is the paper presets' precision: fp32 policy weights (and AdamW state) with bf16
 autocast; the engine then decodes from a bf16 copy of the text model, refreshed after each
 optimizer step (timed with the optimizer).
@@ -52,6 +59,7 @@ def reference_code_logprobs(model, prompt_ids, prompt_mask, completion_ids, comp
 
 
 def main() -> None:
+    from videothinker.models.loading import enable_activation_checkpointing
     from videothinker.rl.logprobs import completion_logprobs, naive_completion_logprobs
     from videothinker.rl.losses import policy_loss
     from videothinker.rl.rollout import generate_rollout, simple_generate_rollout
@@ -82,6 +90,11 @@ def main() -> None:
         default="lean,naive,reference_code",
         help="comma-separated log-prob paths to time (lean first; naive and reference_code sample with generate)",
     )
+    parser.add_argument(
+        "--anchor",
+        action="store_true",
+        help="also time lean_anchor: a third model (the initial one) as CDPO's anchor, with the bounded loss",
+    )
     parser.add_argument("--out", default="cdpo_step.json")
     args = parser.parse_args()
     G, T = args.generations, args.completion_tokens
@@ -94,8 +107,10 @@ def main() -> None:
     bias = (
         None if args.policy_only else build_model(config, seed=1, device=device).eval().requires_grad_(False)
     )
+    # the anchor: the policy's initial weights (same seed), frozen, in bf16 as the trainer loads it
+    anchor = build_model(config, seed=0, device=device).eval().requires_grad_(False) if args.anchor else None
     if not args.no_gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(policy)
     # Fused AdamW (as the trainer uses on CUDA): no parameter-sized temporaries in the optimizer step.
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device == "cuda")
     engine = None
@@ -116,18 +131,23 @@ def main() -> None:
 
     all_fns = {
         "lean": completion_logprobs,
+        "lean_anchor": completion_logprobs,
         "naive": naive_completion_logprobs,
         "reference_code": reference_code_logprobs,
     }
     paths = args.paths.split(",")
-    if paths[0] != "lean" or any(p not in all_fns for p in paths):
+    if paths[0] != "lean" or any(p not in all_fns or p == "lean_anchor" for p in paths):
         parser.error(f"--paths: lean first, then any of naive, reference_code; got {args.paths!r}")
+    if args.anchor:
+        if args.policy_only:
+            parser.error("--anchor needs the bias model: drop --policy-only")
+        paths.insert(1, "lean_anchor")
     logprob_fns = {p: all_fns[p] for p in paths}
 
     def sample(path):
         policy.eval()
         with torch.no_grad(), autocast:
-            if path == "lean":
+            if path.startswith("lean"):
                 return generate_rollout(policy, inputs, G, engine=engine, **gen)
             return simple_generate_rollout(policy, inputs, G, **gen)
 
@@ -143,11 +163,19 @@ def main() -> None:
             G,
         )
 
+        anchored = path == "lean_anchor"
+
         def ref_pass():
             if bias is None:
                 return None
             with torch.no_grad(), autocast:
                 return logp(bias, *args_)
+
+        def anchor_pass():
+            if not anchored:
+                return None
+            with torch.no_grad(), autocast:
+                return logp(anchor, *args_)
 
         def policy_pass():
             policy.train()
@@ -160,7 +188,12 @@ def main() -> None:
                 advantages,
                 rollout.completion_mask,
                 ref_logprobs=ref,
-                beta=0.0 if ref is None else -0.01,
+                beta=0.0 if ref is None else (-0.3 if anchored else -0.01),
+                **(
+                    dict(kl_cap=0.2, one_sided=True, anchor_logprobs=anchor_ref, anchor_beta=0.01)
+                    if anchored
+                    else {}
+                ),
             )
             loss.backward()
             return float(loss.detach())
@@ -173,6 +206,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
 
         ref, t_ref, m_ref = timed(ref_pass)
+        anchor_ref, t_anchor, m_anchor = timed(anchor_pass)
         _, t_pol, m_pol = timed(policy_pass)
         _, t_opt, m_opt = timed(optimizer_pass)
         if phases is not None:
@@ -180,6 +214,8 @@ def main() -> None:
                 {
                     "ref_s": t_ref,
                     "ref_gib": m_ref,
+                    "anchor_s": t_anchor,
+                    "anchor_gib": m_anchor,
                     "policy_s": t_pol,
                     "policy_gib": m_pol,
                     "optimizer_s": t_opt,
@@ -204,14 +240,14 @@ def main() -> None:
         "torch": torch.__version__,
     }
     for path in logprob_fns:
-        sampler = "lean" if path == "lean" else "naive"
+        sampler = "lean" if path.startswith("lean") else "naive"
         update(path, rollout)  # warm-up
         rows, phases = [], []
         for _ in range(args.repeats):
             _, t_sample, m_sample = timed(lambda p=sampler: sample(p))
             _, t_update, _ = timed(lambda p=path, ph=phases: update(p, rollout, ph))
             # The phases reset the peak counter: the update's peak is the largest phase peak.
-            m_update = max(phases[-1]["ref_gib"], phases[-1]["policy_gib"], phases[-1]["optimizer_gib"])
+            m_update = max(phases[-1][k] for k in ("ref_gib", "anchor_gib", "policy_gib", "optimizer_gib"))
             rows.append((t_sample, m_sample, t_update, m_update))
         results[path] = {
             "sampler": sampler,
@@ -225,6 +261,7 @@ def main() -> None:
             "policy_fwd_bwd_peak_gib": max(p["policy_gib"] for p in phases),
             "ref_logprobs_s": statistics.median(p["ref_s"] for p in phases),
             "ref_logprobs_peak_gib": max(p["ref_gib"] for p in phases),
+            "anchor_logprobs_s": statistics.median(p["anchor_s"] for p in phases),
             "completion_tokens": int(rollout.completion_mask.sum()),
         }
         if device == "cuda":
@@ -242,10 +279,20 @@ def main() -> None:
             "sample_time": lean["sample_s"] / results[other]["sample_s"],
         }
         for other in paths[1:]
+        if other != "lean_anchor"
     }
+    if args.anchor:  # the cost target's ratio: CDPO with the third model over a two-model step
+        with_anchor = results["lean_anchor"]
+        results["anchor_over_lean"] = {
+            "step_time": with_anchor["step_s"] / lean["step_s"],
+            "update_time": with_anchor["update_s"] / lean["update_s"],
+            "step_peak": with_anchor["step_peak_gib"] / max(lean["step_peak_gib"], 1e-9),
+            "static_gib_with_anchor": static,
+        }
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     what = "policy weights" if args.policy_only else "weights of policy + bias model, AdamW state"
+    what += " + the anchor model" if args.anchor else ""
     print(f"{results['device']}: static ({what}) {static:.1f} GiB")
     print(
         f"{'log-probs':15} {'sample s':>9} {'update s':>9} {'fwd+bwd s':>10} {'fwd+bwd GiB':>12} "
@@ -258,6 +305,8 @@ def main() -> None:
             f"{r['policy_fwd_bwd_peak_gib']:12.1f} {r['step_s']:7.2f} {r['step_peak_gib']:14.1f}"
         )
     print(json.dumps(results["ratios"], indent=1))
+    if args.anchor:
+        print("CDPO with the anchor over the two-model step:", json.dumps(results["anchor_over_lean"]))
 
 
 if __name__ == "__main__":
