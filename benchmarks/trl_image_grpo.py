@@ -1,4 +1,5 @@
-"""TRL's GRPOTrainer and `videothinker train --stage grpo` side by side on one image task, one run.
+"""TRL's GRPOTrainer (and Unsloth's) and `videothinker train --stage grpo` side by side on one image
+task, one run.
 
 The task: synthetic 448x308 PNG images (a few discs on a plain background) with a four-option
 question (how many discs), written once as a records file of the Video-R1 family (``data_type:
@@ -25,6 +26,12 @@ allocated / reserved. Then the ratio TRL / videothinker. Nothing is downloaded.
     python3 benchmarks/trl_image_grpo.py --out $OUT/trl_image_grpo.json
     # CPU smoke run (TRL in a side folder: pip install --target /tmp/trl/site-packages trl==1.16.0 datasets)
     PYTHONPATH=src:/tmp/trl/site-packages python benchmarks/trl_image_grpo.py --tiny
+
+``--peers trl,unsloth`` adds Unsloth (2026.10.9): TRL's GRPOTrainer as ``import unsloth`` patches it,
+the model loaded by ``FastVisionModel.from_pretrained`` for full fine-tuning (no quantisation, no
+vLLM: ``fast_inference=False``, so generation runs in-process, the design closest to ours), the same
+dataset, rewards and GRPOConfig. Its wheels: ``bash benchmarks/unsloth_wheels.sh`` (TRL 1.15 for both
+peers: Unsloth pins TRL <= 1.15). Unsloth's CPU backend refuses vision models, so this peer needs the GPU.
 """
 
 from __future__ import annotations
@@ -146,8 +153,30 @@ def prompt_lengths(model: Path, dataset, records: Path) -> tuple[int, int]:
     return len(trl_inputs["input_ids"][0]), int(vt_inputs["input_ids"].shape[1])
 
 
+def load_unsloth(model: str, tiny: bool):
+    """The model as Unsloth serves it to TRL's GRPOTrainer (which ``import unsloth`` patches): full
+    fine-tuning, no quantisation, no vLLM (``fast_inference=False``: generation in-process through
+    transformers, Unsloth's static cache and compiled decode step)."""
+    from unsloth import FastVisionModel
+
+    loaded, processor = FastVisionModel.from_pretrained(
+        model,
+        dtype=torch.float32 if tiny else torch.bfloat16,
+        load_in_4bit=False,
+        load_in_8bit=False,
+        full_finetuning=True,
+        fast_inference=False,
+        use_gradient_checkpointing="unsloth",
+        local_files_only=True,
+    )
+    return loaded, processor
+
+
 def trl_worker(args) -> None:
-    """Runs in its own process: TRL's GRPOTrainer for ``args.steps`` steps, results to args.out."""
+    """Runs in its own process: TRL's GRPOTrainer (``--peer trl``) or TRL's as Unsloth patches it
+    (``--peer unsloth``) for ``args.steps`` steps, results to args.out."""
+    if args.peer == "unsloth":
+        import unsloth  # noqa: F401  (before trl and transformers: it patches them)
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -203,7 +232,12 @@ def trl_worker(args) -> None:
     )
     timer = StepTimer()
     rewards = [accuracy, format]
-    trainer = GRPOTrainer(args.model, rewards, args=config, train_dataset=dataset, callbacks=[timer])
+    model, processor = args.model, None
+    if args.peer == "unsloth":
+        model, processor = load_unsloth(args.model, args.tiny)
+    trainer = GRPOTrainer(
+        model, rewards, args=config, train_dataset=dataset, callbacks=[timer], processing_class=processor
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -217,7 +251,10 @@ def trl_worker(args) -> None:
         "prompt_tokens_videothinker_build": vt_prompt,
         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
         "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
-        "versions": {name: importlib.metadata.version(name) for name in WORKER_PACKAGES},
+        "versions": {
+            name: importlib.metadata.version(name)
+            for name in WORKER_PACKAGES + (("unsloth", "unsloth_zoo") if args.peer == "unsloth" else ())
+        },
         "log": timer.logs,
     }
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -228,9 +265,11 @@ def summary(times: list[float]) -> dict:
     return {"median_step_time_s": median, "first_step_time_s": times[0], "step_times_s": times}
 
 
-def run_trl(args, model: Path, records: Path, work: Path) -> dict:
-    out = work / "trl.json"
-    command = [sys.executable, __file__, "--trl-worker", "--model", str(model), "--records", str(records)]
+def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
+    """TRL's GRPOTrainer (``peer`` trl) or Unsloth's (unsloth) in a subprocess; its summary."""
+    out = work / f"{peer}.json"
+    command = [sys.executable, __file__, "--trl-worker", "--peer", peer, "--model", str(model)]
+    command += ["--records", str(records)]
     command += ["--out", str(out), "--work", str(work), "--steps", str(args.steps)]
     command += ["--generations", str(args.generations), "--completion-tokens", str(args.completion_tokens)]
     command += ["--tiny"] if args.tiny else []
@@ -287,6 +326,12 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/videothinker-trl")
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small images (CPU smoke)")
     parser.add_argument("--out", default="trl_image_grpo.json")
+    parser.add_argument(
+        "--peers",
+        default="trl",
+        help="comma-separated peers to run beside videothinker: trl, unsloth (its wheels: unsloth_wheels.sh)",
+    )
+    parser.add_argument("--peer", default="trl", help=argparse.SUPPRESS)
     parser.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -307,34 +352,40 @@ def main() -> None:
     printed = subprocess.run(build, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
     records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
-    trl = run_trl(args, model, records, work)
+    peers = {peer: run_peer(args, peer, model, records, work) for peer in args.peers.split(",") if peer}
     ours = run_videothinker(args, model, records, work)
     result = {
         "task": f"one {width}x{height} image per prompt, G={args.generations}, "
         f"{args.completion_tokens} completion tokens, beta 0.04, {'tiny fp32' if args.tiny else 'bf16 3B'}",
         "steps": args.steps,
-        "trl_over_videothinker": trl["median_step_time_s"] / ours["median_step_time_s"],
-        "trl": trl,
+        **{
+            f"{peer}_over_videothinker": r["median_step_time_s"] / ours["median_step_time_s"]
+            for peer, r in peers.items()
+        },
+        **peers,
         "videothinker": ours,
         "versions": {
             name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")
         },
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
-    result["versions"].update(trl.pop("versions"))
+    for peer in peers:
+        result[f"{peer}_versions"] = peers[peer].pop("versions")
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"\n{'':14}{'median s':>10}{'first s':>10}{'smi GiB':>10}{'compl len':>11}")
-    for name, r in (("TRL GRPO", trl), ("videothinker", ours)):
+    names = {"trl": "TRL GRPO", "unsloth": "Unsloth GRPO"}
+    for name, r in [(names[p], r) for p, r in peers.items()] + [("videothinker", ours)]:
         print(
             f"{name:14}{r['median_step_time_s']:10.2f}{r['first_step_time_s']:10.2f}"
             f"{r['peak_nvidia_smi_gib']:10.1f}{r['completion_length']:11.1f}"
         )
-    print(f"TRL / videothinker step time: {result['trl_over_videothinker']:.2f}x (target >= 4)")
-    print(f"TRL's own logged step_time, median: {trl['trl_logged_step_time_median_s']}")
-    print(
-        f"TRL torch peak GiB: {trl['peak_allocated_gib']:.1f} allocated, {trl['peak_reserved_gib']:.1f} reserved"
-    )
-    print(f"prompt tokens: TRL {trl['prompt_tokens']}, ours {trl['prompt_tokens_videothinker_build']}")
+    for peer, r in peers.items():
+        print(f"{names[peer]} / videothinker step time: {result[f'{peer}_over_videothinker']:.2f}x")
+        print(f"  its own logged step_time, median: {r['trl_logged_step_time_median_s']}")
+        print(
+            f"  torch peak GiB: {r['peak_allocated_gib']:.1f} allocated, {r['peak_reserved_gib']:.1f} reserved"
+        )
+        print(f"  prompt tokens: {r['prompt_tokens']}, ours {r['prompt_tokens_videothinker_build']}")
     print(f"wrote {args.out}")
 
 
