@@ -50,7 +50,7 @@ def test_step_rotary_rows_and_additive_mask(tiny_model_dir):
     assert mask.flatten().tolist() == [0.0, float("-inf"), 0.0, float("-inf"), float("-inf"), 0.0]
 
 
-def _both_steps(model, dtype):
+def _both_steps(model, dtype, device="cpu"):
     """The simple and the fused step from one cache, tokens and positions: (logits, cache) each."""
     plain, fused = weights_from_model(model, dtype), weights_from_model(model, dtype, fuse=True)
     gen = torch.Generator().manual_seed(0)
@@ -61,6 +61,9 @@ def _both_steps(model, dtype):
     attend[1, 0] = False  # rows attend to different slots
     tokens = torch.randint(0, plain.embed.shape[0], (n,), generator=gen)
     positions, index = torch.tensor([4, 5, 9]), torch.tensor([4])
+    cache, attend, tokens, positions, index = (
+        t.to(device) for t in (cache, attend, tokens, positions, index)
+    )
     simple_cache, fused_cache = cache.to(dtype), cache.to(dtype)
     simple = decode_step(
         plain, tokens, positions, simple_cache[:, 0], simple_cache[:, 1], index, attend.clone()
@@ -69,16 +72,21 @@ def _both_steps(model, dtype):
     return (simple, simple_cache), (fast, fused_cache)
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fused_step_equals_simple_step(tiny_model_dir, arch):
-    """float32: logits and every cache slot agree to rounding; bf16: within a few bf16 steps, and
-    the fused step's error against the float64 step is no larger than the simple step's."""
-    model = sharp_model(tiny_model_dir(arch))
-    (simple, simple_cache), (fast, fused_cache) = _both_steps(model, torch.float32)
+def test_fused_step_equals_simple_step(tiny_model_dir, arch, device):
+    """float32: logits and every cache slot agree to rounding; bf16: the fused step's error against
+    the float64 step is no larger than the simple step's (on a GPU: its fused kernels)."""
+    model = sharp_model(tiny_model_dir(arch)).to(device)
+    (simple, simple_cache), (fast, fused_cache) = _both_steps(model, torch.float32, device)
     torch.testing.assert_close(fast, simple, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_cache, simple_cache, rtol=1e-5, atol=1e-5)
-    (exact, exact_cache), _ = _both_steps(model, torch.float64)
-    (simple16, cache16), (fast16, fused16) = _both_steps(model, torch.bfloat16)
+    (exact, exact_cache), _ = _both_steps(model, torch.float64, device)
+    (simple16, cache16), (fast16, fused16) = _both_steps(model, torch.bfloat16, device)
     for fast_out, simple_out, truth in ((fast16, simple16, exact), (fused16, cache16, exact_cache)):
         fast_err = (fast_out.double() - truth.double()).abs().mean()
         simple_err = (simple_out.double() - truth.double()).abs().mean()

@@ -142,7 +142,7 @@ def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, fuse):
     eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
     kwargs = {"max_new_tokens": 16, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
     graph = DecodeEngine(model, cuda_graphs=True, fuse=fuse)
-    eager = DecodeEngine(model, cuda_graphs=False)  # unfused: fused graph replay == the plain eager loop
+    eager = DecodeEngine(model, cuda_graphs=False, fuse=fuse)  # the same step, eagerly
     assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
     assert graph.graph_captures == 1
     # Sampling: the same seed gives the same draws, whether the call captures a graph (the first) or
