@@ -14,6 +14,18 @@ from videothinker.demo.study import Variant, load_variants
 pytestmark = pytest.mark.slow
 
 
+def test_bias_models_are_trained_only_for_cdpo_variants(tmp_path):
+    from videothinker.demo.study import bias_models_needed
+
+    path = tmp_path / "variants.yaml"
+    path.write_text("grpo: {stage: grpo}\nfix: {stage: grpo, data: balanced}\n")
+    assert bias_models_needed(load_variants(path)) == []
+    path.write_text(
+        "grpo: {stage: grpo}\na: {stage: cdpo, bias: bias_shuffle}\nb: {stage: cdpo}\nc: {stage: cdpo}\n"
+    )
+    assert bias_models_needed(load_variants(path)) == ["bias", "bias_shuffle"]
+
+
 def test_variants_file_and_its_errors(tmp_path):
     path = tmp_path / "v.yaml"
     path.write_text(

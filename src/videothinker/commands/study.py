@@ -24,7 +24,7 @@ A rerun with the same --out resumes. See docs/EXPERIMENT_GPU.md.
 
 example (one H200):
   videothinker study --preset gpu --set base_model=packaged --set test_scenes=200 \\
-      --variants configs/study_val.yaml --seeds 3 4 --split val --jobs 4 --out runs/study
+      --variants configs/study/val_grid.yaml --seeds 3 4 --split val --jobs 4 --out runs/study
 """
 
 

@@ -150,6 +150,12 @@ def run_task(root: str, preset: DemoPreset, seed: int, task: dict[str, Any], spl
 # --------------------------------------------------------------------------------------- the study
 
 
+def bias_models_needed(variants: list[Variant]) -> list[str]:
+    """The bias models the cdpo variants repel from, each trained once per seed (none without a
+    cdpo variant: a GRPO-only study trains no bias model)."""
+    return sorted({v.bias for v in variants if v.stage == "cdpo"})
+
+
 def run_study(
     out: str | Path,
     preset: DemoPreset,
@@ -170,8 +176,8 @@ def run_study(
     from videothinker.demo.study_report import write_study_report
 
     out = Path(out)
-    needed_bias = {"bias"} | {v.bias for v in variants if v.stage == "cdpo"}
-    names = [*sorted(needed_bias), *(v.name for v in variants)]
+    needed_bias = bias_models_needed(variants)
+    names = [*needed_bias, *(v.name for v in variants)]
     if report_only:
         return write_study_report(out, seeds, names, split, [])
     for seed in seeds:  # data and base in this process (the lab's own workers generate scenes)
@@ -189,7 +195,7 @@ def run_study(
     tasks: list[tuple[int, dict]] = []
     for seed in seeds:
         tasks.append((seed, {"name": "base-eval", "stage": "none"}))
-        for bias in sorted(needed_bias):
+        for bias in needed_bias:
             tasks.append((seed, {"name": bias, "stage": "bias", "settings": BIAS_MODELS[bias]}))
         for v in variants:
             tasks.append((seed, {**dataclasses.asdict(v), "curve_every": curve_every}))
