@@ -359,3 +359,16 @@ def test_bounded_cdpo_preset_is_the_paper_preset_with_a_bounded_repulsion():
     }
     # the paper presets keep the paper's loss: no cdpo option set
     assert not load_train_config("paper_qwen2_5_vl_3b_cdpo").cdpo.bounded
+
+
+def test_repulsion_shape_is_checked():
+    from videothinker.cdpo_config import REPULSION_SHAPES, CDPOConfig
+    from videothinker.rl.losses import SHAPES
+
+    assert REPULSION_SHAPES == SHAPES
+    assert CDPOConfig(shape="logsigmoid", one_sided=True).problems("cdpo", -0.3) == []
+    assert CDPOConfig(shape="logsigmoid", one_sided=True).bounded
+    (problem,) = CDPOConfig(shape="logsigmoid").problems("cdpo", -0.3)
+    assert "needs cdpo.one_sided true" in problem
+    assert "cdpo.shape must be one of k3, logsigmoid" in CDPOConfig(shape="npo").problems("cdpo", -0.3)[0]
+    assert CDPOConfig(shape="logsigmoid", one_sided=True).problems("grpo", 0.04)  # needs a repulsion

@@ -13,6 +13,8 @@ import dataclasses
 
 from videothinker.yaml_config import help_field
 
+REPULSION_SHAPES = ("k3", "logsigmoid")  # rl/losses.py's SHAPES (a test holds them equal)
+
 
 @dataclasses.dataclass
 class CDPOConfig:
@@ -28,6 +30,13 @@ class CDPOConfig:
         False,
         "repel only on tokens the bias model finds at least as likely as the policy (pushes them down); "
         "never push up the policy's own likelier tokens, the side that sharpens into degenerate text",
+    )
+    shape: str = help_field(
+        "k3",
+        "the repelled term's shape: k3 (the paper's KL estimate) | logsigmoid (saturating, after NPO: "
+        "log(2 sigmoid(ref_logp - logp)), 0 where the policy and the bias model agree, at most log 2; "
+        "pushes a token down with weight 1/2 where they agree, where k3 pushes with weight 0, and fades "
+        "as the policy falls below the bias model; needs one_sided: two-sided it attracts)",
     )
     anchor_beta: float = help_field(
         0.0,
@@ -55,7 +64,13 @@ class CDPOConfig:
     @property
     def bounded(self) -> bool:
         """Whether any option changes the paper's loss."""
-        return self.kl_cap is not None or self.one_sided or self.anchor_beta > 0 or self.kl_target is not None
+        return (
+            self.kl_cap is not None
+            or self.one_sided
+            or self.shape != "k3"
+            or self.anchor_beta > 0
+            or self.kl_target is not None
+        )
 
     @property
     def needs_initial_model(self) -> bool:
@@ -65,6 +80,13 @@ class CDPOConfig:
         out = []
         if self.kl_cap is not None and self.kl_cap <= 0:
             out.append(f"cdpo.kl_cap must be > 0 (None: no cap), got {self.kl_cap}")
+        if self.shape not in REPULSION_SHAPES:
+            out.append(f"cdpo.shape must be one of {', '.join(REPULSION_SHAPES)}, got {self.shape!r}")
+        if self.shape == "logsigmoid" and not self.one_sided:
+            out.append(
+                "cdpo.shape logsigmoid needs cdpo.one_sided true: two-sided, on the policy's own samples it "
+                "attracts the policy to the bias model (docs/LOSS.md)"
+            )
         if self.anchor_beta < 0:
             out.append(f"cdpo.anchor_beta attracts: it must be >= 0, got {self.anchor_beta}")
         if self.kl_target is not None and self.kl_target <= 0:

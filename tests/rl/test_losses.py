@@ -401,6 +401,46 @@ def test_repulsion_by_hand():
     )
 
 
+def test_logsigmoid_repulsion_by_hand():
+    # x = ref - logprobs: token 1: -2 -> log(2 sigmoid(-2)) = log(2 * 0.119203) = -1.43378
+    #                     token 2: +1 -> log(2 sigmoid(1)) = log(2 * 0.731059) = 0.37989
+    #                     token 3:  0 -> log(2 * 0.5) = 0 (the two models agree)
+    lp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-3.0, -1.0, -0.5]], dtype=torch.float64)
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    term = losses.repulsion(lp, ref, 11.0, shape="logsigmoid")
+    expected = [math.log(2 * sig(-2)), math.log(2 * sig(1)), 0.0]
+    torch.testing.assert_close(term, torch.tensor([expected], dtype=torch.float64))
+    # gradient in logprobs: -sigmoid(-x) = -sigmoid(logprobs - ref): -0.880797, -0.268941, -0.5;
+    # k3's at agreement is 1 - p_ref / p = 0
+    term.sum().backward()
+    torch.testing.assert_close(lp.grad, torch.tensor([[-sig(2), -sig(-1), -0.5]], dtype=torch.float64))
+    # one-sided: token 1 (policy likelier) -> 0; the rest kept; never above log 2
+    one = losses.repulsion(lp.detach(), ref, 11.0, shape="logsigmoid", one_sided=True)
+    torch.testing.assert_close(one, torch.tensor([[0.0, expected[1], 0.0]], dtype=torch.float64))
+    far = losses.repulsion(torch.tensor([[-20.0]]), torch.tensor([[0.0]]), 11.0, shape="logsigmoid")
+    assert 0.69 < far.item() <= math.log(2)
+    with pytest.raises(ValueError, match="unknown repulsion shape"):
+        losses.repulsion(lp.detach(), ref, 11.0, shape="npo")
+
+
+def test_two_sided_logsigmoid_attracts_and_is_refused():
+    """On the policy's own samples the two-sided log-sigmoid moves the policy toward the bias model
+    (its expected gradient is that of -sum_y p_ref log(p + p_ref)); one-sided it repels, and keeps
+    the entropy where the one-sided uncapped k3 loses it."""
+    two_sided, _ = _repel(60, beta=-1.0, shape="logsigmoid")
+    one_sided, entropy = _repel(150, beta=-1.0, shape="logsigmoid", one_sided=True)
+    _, k3_entropy = _repel(150, beta=-1.0, one_sided=True)
+    assert two_sided[-1] < 0.5 * two_sided[0]  # attracted
+    assert one_sided[30] > 2 * one_sided[0]  # repelled
+    assert entropy > 1.2 > 0.8 > k3_entropy
+    logprobs, old, ref, adv, mask = _random_batch(seed=1)
+    with pytest.raises(ValueError, match="needs one_sided"):
+        policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.3, shape="logsigmoid")
+    with pytest.raises(ValueError, match="need beta < 0"):
+        policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, beta=0.04, shape="logsigmoid", one_sided=True)
+
+
 def test_bounded_loss_by_hand():
     # one token, ratio 1, A = 0: the loss is the KL terms alone.
     # logprobs -1, bias -3 (d = -2, k3 = 1.13534), initial model -1.5 (d = -0.5, k3 = 0.10653)
@@ -423,12 +463,18 @@ def test_bounded_loss_by_hand():
     assert metrics["repel_share"].item() == pytest.approx(0.02 / (0.02 + 0.04 * k_init))
 
 
-def _naive_bounded(logprobs, old, adv, mask, ref, anchor, beta, cap, one_sided, anchor_beta, clamp):
+def _naive_bounded(
+    logprobs, old, adv, mask, ref, anchor, beta, cap, one_sided, anchor_beta, clamp, shape="k3"
+):
     """The bounded CDPO loss token by token in Python floats (grpo aggregation), from docs/LOSS.md."""
 
     def k3(a, b):
         d = min(max(b - a, -clamp), clamp)
         return math.exp(d) - d - 1
+
+    def logsigmoid(a, b):  # log(2 sigmoid(x)) = log 2 - log(1 + e^-x)
+        x = min(max(b - a, -clamp), clamp)
+        return math.log(2.0) - math.log1p(math.exp(-x))
 
     per_sequence = []
     for i in range(len(logprobs)):
@@ -438,7 +484,7 @@ def _naive_bounded(logprobs, old, adv, mask, ref, anchor, beta, cap, one_sided, 
                 continue
             ratio = math.exp(logprobs[i][j] - old[i][j])
             surrogate = min(ratio * adv[i], min(max(ratio, 0.8), 1.28) * adv[i])
-            rep = k3(logprobs[i][j], ref[i][j])
+            rep = (k3 if shape == "k3" else logsigmoid)(logprobs[i][j], ref[i][j])
             if one_sided and ref[i][j] < logprobs[i][j]:
                 rep = 0.0
             if cap is not None:
@@ -450,20 +496,27 @@ def _naive_bounded(logprobs, old, adv, mask, ref, anchor, beta, cap, one_sided, 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    "cap, one_sided, anchor_beta",
-    [(0.2, False, 0.0), (None, True, 0.0), (0.5, True, 0.04), (None, False, 0.1)],
+    "cap, one_sided, anchor_beta, shape",
+    [
+        (0.2, False, 0.0, "k3"),
+        (None, True, 0.0, "k3"),
+        (0.5, True, 0.04, "k3"),
+        (None, False, 0.1, "k3"),
+        (None, True, 0.0, "logsigmoid"),
+        (0.3, True, 0.04, "logsigmoid"),
+    ],
 )
-def test_bounded_matches_float64_loop_reference(dtype, cap, one_sided, anchor_beta):
+def test_bounded_matches_float64_loop_reference(dtype, cap, one_sided, anchor_beta, shape):
     logprobs, old, ref, adv, mask = _random_batch(seed=7, dtype=dtype)
     anchor = (
         logprobs.double() + 0.3 * torch.randn(logprobs.shape, generator=torch.Generator().manual_seed(1))
     ).to(dtype)
     loss, _ = policy_loss(
         logprobs, old, adv, mask, ref_logprobs=ref, beta=-0.3, kl_clamp=4.0, kl_cap=cap,
-        one_sided=one_sided, anchor_logprobs=anchor, anchor_beta=anchor_beta,
+        one_sided=one_sided, anchor_logprobs=anchor, anchor_beta=anchor_beta, shape=shape,
     )  # fmt: skip
     lists = [x.double().tolist() for x in (logprobs, old, adv, mask, ref, anchor)]
-    expected = _naive_bounded(*lists, -0.3, cap, one_sided, anchor_beta, 4.0)
+    expected = _naive_bounded(*lists, -0.3, cap, one_sided, anchor_beta, 4.0, shape)
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     assert loss.item() == pytest.approx(expected, rel=tol, abs=tol)
 
@@ -502,10 +555,13 @@ def _repel(steps, seed=0, positions=3, vocab=5, samples=512, lr=0.5, **kw):
         tokens = torch.multinomial(probs, samples, replacement=True, generator=g).T  # [samples, positions]
         logprobs = torch.log_softmax(logits, -1)[rows, tokens]
         ref_logprobs = torch.log_softmax(ref_logits, -1)[rows, tokens]
-        loss, _ = policy_loss(
-            logprobs, logprobs.detach(), torch.zeros(samples), torch.ones(samples, positions),
-            ref_logprobs=ref_logprobs, **kw,
-        )  # fmt: skip
+        if kw.get("shape") == "logsigmoid" and not kw.get("one_sided"):  # policy_loss refuses it
+            loss = kw["beta"] * losses.repulsion(logprobs, ref_logprobs, 11.0, shape="logsigmoid").mean()
+        else:
+            loss, _ = policy_loss(
+                logprobs, logprobs.detach(), torch.zeros(samples), torch.ones(samples, positions),
+                ref_logprobs=ref_logprobs, **kw,
+            )  # fmt: skip
         logits.grad = None
         loss.backward()
         with torch.no_grad():

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+SHAPES = ("k3", "logsigmoid")
 
 
 def group_advantages(
@@ -122,10 +123,22 @@ def repulsion(
     *,
     kl_cap: float | None = None,
     one_sided: bool = False,
+    shape: str = "k3",
 ) -> torch.Tensor:  # [N, T]
     """The per-token term that a negative ``beta`` maximises: ``k3_kl`` as it is (the paper's form),
     or bounded.
 
+    - ``shape``: ``k3`` (the paper's) or ``logsigmoid``, a saturating shape after NPO (Zhang et al.
+      2024): ``log(2 sigmoid(x))`` with ``x = clamp(ref_logprobs - logprobs, +-kl_clamp)``; 0 where the
+      two models agree, at most ``log 2``. Its gradient in ``logprobs`` is ``-sigmoid(-x)``: on the
+      tokens ``one_sided`` keeps it pushes the sampled token down with weight 1/2 where the policy
+      agrees with the bias model (where k3's gradient, ``1 - p_ref / p``, vanishes), fading as the
+      policy falls below the bias model. Two-sided it is no repulsion: over tokens sampled from the
+      policy its expected gradient is that of ``-sum_y p_ref(y) log(p(y) + p_ref(y))``, so maximising
+      it moves the policy *toward* the bias model (docs/LOSS.md); `policy_loss` accepts it only with
+      ``one_sided``. (The k3 term's expected gradient is that of KL(bias || policy), which a
+      repulsion maximises by driving the policy's probability of the bias model's tokens to 0: the
+      collapse the bounds stop.)
     - ``one_sided``: only tokens the reference finds at least as likely as the policy
       (``ref_logprobs >= logprobs``) count; elsewhere the term is 0. Its gradient in ``logprobs`` is
       ``1 - p_ref / p <= 0`` on the tokens kept, so it only ever pushes down tokens the bias model
@@ -142,8 +155,18 @@ def repulsion(
     tensor([[1.1353, 0.7183]])
     >>> repulsion(lp, ref, 11.0, kl_cap=0.8, one_sided=True)
     tensor([[0.0000, 0.7183]])
+    >>> repulsion(lp, ref, 11.0, shape="logsigmoid")  # log(2 sigmoid(-2)), log(2 sigmoid(1))
+    tensor([[-1.4338,  0.3799]])
     """
-    term = k3_kl(logprobs, ref_logprobs, kl_clamp)  # [N, T]
+    if shape == "k3":
+        term = k3_kl(logprobs, ref_logprobs, kl_clamp)  # [N, T]
+    elif shape == "logsigmoid":
+        if kl_clamp <= 0:
+            raise ValueError(f"kl_clamp must be > 0, got {kl_clamp}")
+        x = torch.clamp(ref_logprobs - logprobs, min=-kl_clamp, max=kl_clamp)  # [N, T]
+        term = torch.nn.functional.logsigmoid(x) + math.log(2.0)
+    else:
+        raise ValueError(f"unknown repulsion shape {shape!r}; expected one of {', '.join(SHAPES)}")
     if one_sided:
         term = torch.where(ref_logprobs >= logprobs, term, torch.zeros_like(term))
     if kl_cap is not None:
@@ -207,6 +230,7 @@ def policy_loss(
     one_sided: bool = False,
     anchor_logprobs: torch.Tensor | None = None,  # [N, T] the same under the initial model (no grad)
     anchor_beta: float = 0.0,
+    shape: str = "k3",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped policy-gradient loss with a signed k3 KL term (GRPO with ``beta >= 0``, CDPO with
     ``beta < 0``).
@@ -242,7 +266,8 @@ def policy_loss(
         kl_clamp: bound on |ref_logprobs - logprobs| inside the k3 estimator (11 in the public code).
         loss_type: ``grpo``, ``dapo`` or ``dr_grpo``.
         max_completion_length: the ``dr_grpo`` normaliser.
-        kl_cap, one_sided: bounds on the repelled term (`repulsion`); need ``beta < 0``.
+        kl_cap, one_sided, shape: bounds on the repelled term and its shape (`repulsion`); need
+            ``beta < 0`` (shape: other than ``k3``).
         anchor_logprobs, anchor_beta: the initial model's log-probs and the coefficient (>= 0) of the
             attracting KL term to it; need ``beta < 0``.
 
@@ -264,10 +289,17 @@ def policy_loss(
         raise ValueError(
             f"beta={beta} needs ref_logprobs (the reference model's log-probs); only beta=0 runs without one"
         )
-    bounded = kl_cap is not None or one_sided or anchor_beta != 0.0
+    if shape not in SHAPES:
+        raise ValueError(f"unknown repulsion shape {shape!r}; expected one of {', '.join(SHAPES)}")
+    if shape == "logsigmoid" and not one_sided:
+        raise ValueError(
+            "shape logsigmoid needs one_sided: two-sided, on the policy's own samples it attracts the policy "
+            "to the bias model instead of repelling it (docs/LOSS.md)"
+        )
+    bounded = kl_cap is not None or one_sided or anchor_beta != 0.0 or shape != "k3"
     if bounded and beta >= 0:
         raise ValueError(
-            f"kl_cap, one_sided and anchor_beta bound a repulsion: they need beta < 0, got beta={beta}"
+            f"kl_cap, one_sided, anchor_beta and shape bound a repulsion: they need beta < 0, got beta={beta}"
         )
     if anchor_beta < 0:
         raise ValueError(f"anchor_beta attracts to the initial model: it must be >= 0, got {anchor_beta}")
@@ -318,8 +350,11 @@ def policy_loss(
         else:
             repelled = (
                 kl
-                if not (kl_cap is not None or one_sided)
-                else (repulsion(logprobs_, ref_, kl_clamp, kl_cap=kl_cap, one_sided=one_sided) * mask)
+                if not (kl_cap is not None or one_sided or shape != "k3")
+                else (
+                    repulsion(logprobs_, ref_, kl_clamp, kl_cap=kl_cap, one_sided=one_sided, shape=shape)
+                    * mask
+                )
             )  # [N, T]
             token_loss = -(surrogate - beta * repelled)
             magnitudes = [(ratio * adv).abs() * mask, (beta * repelled).abs()]  # [N, T] each

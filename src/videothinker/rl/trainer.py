@@ -359,6 +359,7 @@ class Trainer:
                 max_completion_length=g.max_completion_length,
                 kl_cap=c.kl_cap,
                 one_sided=c.one_sided,
+                shape=c.shape,
                 anchor_logprobs=r.init_logprobs if c.anchor_beta > 0 else None,
                 anchor_beta=c.anchor_beta,
             )
