@@ -3,11 +3,15 @@
 # device call of at most 10 minutes on one H200 (torch, transformers, accelerate there; no PyAV, no
 # network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
 #
-#   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, 3 families) + ms per decode step
+#   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families) + ms per
+#                                  # decode step (simple, fused, compiled, generate; the floor)
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768;
-#                                  # lean and the reference code's way); PAPER_ONLY=1: the paper setting alone
-#   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset, engine vs generate (3B, random init)
-#   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer vs videothinker on the image task (wheels in .whl/)
+#                                  # lean with and without the anchor's third model, and the reference code's
+#                                  # way); PAPER_ONLY=1: the paper setting alone
+#   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset: engine (simple, fused, compiled) vs
+#                                  # generate, and the bounded form with an anchor (3B, random init); RUNS=...
+#   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer (PEERS=trl,unsloth: and Unsloth's) vs videothinker on
+#                                  # the image task (wheels in .whl/: trl_wheels.sh, or unsloth_wheels.sh)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
@@ -17,7 +21,8 @@ part=${1:?which part: 1, 2, 3 or 4}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
-    python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
+    python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
+        tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
     (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 --out "$OUT/decode.json") 2>&1 \
         | tee "$OUT/decode.txt"
     ;;
@@ -25,17 +30,19 @@ case "$part" in
     [[ "${PAPER_ONLY:-0}" == 1 ]] || (cd benchmarks && python cdpo_step.py --repeats 2 \
         --out "$OUT/cdpo_step_engine.json") 2>&1 | tee "$OUT/cdpo_step_engine.txt"
     (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
-        --paths lean,reference_code --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
+        --paths lean,reference_code --anchor --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
     ;;
 3)
-    python benchmarks/train_e2e.py --runs 3b_fp32_master,3b_fp32_master_compiled,3b_fp32_master_generate \
+    python benchmarks/train_e2e.py \
+        --runs "${RUNS:-3b_fp32_master,3b_fp32_master_fused,3b_fp32_master_anchor,3b_fp32_master_generate}" \
         --steps 3 --out "$OUT/train_e2e" \
         2>&1 | tee "$OUT/train_e2e.txt"
     ;;
 4)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site-packages .whl/*.whl || exit 1
-    PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --out "$OUT/trl_image_grpo.json" \
+    PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --peers "${PEERS:-trl}" \
+        --out "$OUT/trl_image_grpo.json" \
         2>&1 | tee "$OUT/trl_image_grpo.txt"
     ;;
 *)
