@@ -86,6 +86,7 @@ def test_study_trains_each_variant_from_one_bias_model_and_reports(study_run):
     assert (study_run / "curves_seed3.png").is_file()
     md = (study_run / "study.md").read_text()
     assert "| capped |" in md and "Where the lost inferential answers go" in md
+    assert "(one seed: no interval)" in md and "nan" not in md  # one seed: a difference, no interval
 
 
 def test_report_only_rewrites_the_report_without_training(study_run, capsys):

@@ -19,6 +19,15 @@ GROUPS = ("observational", "inferential", "overall", "seen", "shortcut")
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def _difference_cell(d: dict | None) -> str:
+    """A paired difference with its 95% interval; one seed has no interval (it says so)."""
+    if d is None:
+        return "-"
+    if math.isnan(d["ci95"][0]):
+        return f"{d['mean']:+.1f} (one seed: no interval)"
+    return f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+
+
 def _late(rows: list[dict[str, Any]], key: str, last: int = 20) -> float | None:
     """Mean of ``key`` over the last ``last`` logged steps of a training log's rows."""
     values = [r[key] for r in rows if isinstance(r.get(key), int | float) and "event" not in r]
@@ -187,10 +196,7 @@ def write_study_report(out: Path, seeds: list[int], names: list[str], split: str
                 continue
             found = {g: paired(rows, name, "grpo", g) for g in ("inferential", "overall", "observational")}
             comparisons[name] = found
-            cells = [
-                "-" if d is None else f"{d['mean']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
-                for d in found.values()
-            ]
+            cells = [_difference_cell(d) for d in found.values()]
             inf = found["inferential"]
             ahead = (
                 "-"
