@@ -235,7 +235,7 @@ def test_shortcut_rate_on_the_lab_test_set(demo_run, tmp_path):
     question)."""
     from videothinker.data.records import load_records
     from videothinker.demo.report import shortcut_rate
-    from videothinker.lab.warmstart import choice_facts, load_annotations
+    from videothinker.lab.targets import choice_facts, load_annotations
 
     records_file = demo_run / "lab" / "test" / "lab_test.jsonl"
     annotations = demo_run / "lab" / "test" / "annotations"

@@ -14,7 +14,7 @@ from videothinker.demo.basemodel import described_share
 from videothinker.demo.pipeline import DemoPaths, copy_base, evaluate_model, make_base, make_data
 from videothinker.demo.presets import PACKAGED_BASE, get_preset
 from videothinker.demo.report import base_sentence
-from videothinker.lab.warmstart import collision_names, load_annotations
+from videothinker.lab.targets import collision_names, load_annotations
 
 
 def test_packaged_base_is_small_and_complete():

@@ -104,7 +104,7 @@ def test_lost_answers_on_hand_made_predictions(study_run, tmp_path):
     from videothinker.demo.pipeline import DemoPaths
     from videothinker.eval.benchmarks import load_benchmarks
     from videothinker.eval.predictions import Prediction
-    from videothinker.lab.warmstart import choice_facts, load_annotations
+    from videothinker.lab.targets import choice_facts, load_annotations
 
     paths = DemoPaths(study_run / "seed-3")
     (bench,) = load_benchmarks([paths.records("val")])

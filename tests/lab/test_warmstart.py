@@ -14,18 +14,21 @@ from videothinker.config import VideoConfig
 from videothinker.data.clevrer import Annotation
 from videothinker.data.records import load_records, parse_record
 from videothinker.data.video import SampledVideo
+from videothinker.lab import targets as lab_targets
 from videothinker.lab import warmstart
-from videothinker.lab.warmstart import (
+from videothinker.lab.targets import (
     COLOR_PAIRS,
+    choice_facts,
+    collision_colors,
+    reasoning_target,
+    reasoning_targets,
+)
+from videothinker.lab.warmstart import (
     IGNORE_INDEX,
     PerceptionHead,
     WarmStartConfig,
-    choice_facts,
-    collision_colors,
     completion_batch,
     completion_loss,
-    reasoning_target,
-    reasoning_targets,
     warm_start,
 )
 from videothinker.models.loading import load_model, load_processor
@@ -132,7 +135,7 @@ def test_reasoning_target_by_hand():
 
 
 def test_describe_collisions_by_hand():
-    from videothinker.lab.warmstart import describe_collisions
+    from videothinker.lab.targets import describe_collisions
 
     objects = {
         0: {"color": "red", "material": "rubber", "shape": "cube"},
@@ -284,6 +287,8 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(warmstart).failed == 0
+    assert doctest.testmod(lab_targets).failed == 0
+    assert doctest.testmod(lab_targets).attempted > 0
 
 
 def test_collision_colors_by_hand():
@@ -341,7 +346,7 @@ def test_perception_steps_train_the_vision_tower_alone(tiny_qwen2_5_vl_dir, micr
 
     records = load_records(micro_lab / "r.jsonl")[:6]
     targets = reasoning_targets(records, micro_lab / "annotations")
-    labels = [collision_colors(a) for a in warmstart.load_annotations(records, micro_lab / "annotations")]
+    labels = [collision_colors(a) for a in lab_targets.load_annotations(records, micro_lab / "annotations")]
     assert any(any(row) for row in labels)
     video = VideoConfig(**SMALL_VIDEO)
     common = {"learning_rate": 3e-3, "batch_size": 6, "device": "cpu", "video": video, "eval_prompt_share": 0}
@@ -399,22 +404,22 @@ def test_description_records_by_hand(monkeypatch):
         ),
     ]
     monkeypatch.setattr(
-        warmstart, "load_annotations", lambda rs, _: [annotations[int(r.extra["scene_index"])] for r in rs]
+        lab_targets, "load_annotations", lambda rs, _: [annotations[int(r.extra["scene_index"])] for r in rs]
     )
-    described, targets = warmstart.description_records(records, "unused")
+    described, answers = lab_targets.description_records(records, "unused")
     assert [(r.problem, r.solution, r.extra["scene_index"], r.video) for r in described] == [
-        (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 7, "v7.mp4"),
-        (warmstart.DESCRIBE_COLLISIONS, "cyan-red, purple-red", 7, "v7.mp4"),
-        (warmstart.DESCRIBE_COLORS, "red, cyan, purple", 8, "v8.mp4"),
-        (warmstart.DESCRIBE_COLLISIONS, "none", 8, "v8.mp4"),
+        (lab_targets.DESCRIBE_COLORS, "red, cyan, purple", 7, "v7.mp4"),
+        (lab_targets.DESCRIBE_COLLISIONS, "cyan-red, purple-red", 7, "v7.mp4"),
+        (lab_targets.DESCRIBE_COLORS, "red, cyan, purple", 8, "v8.mp4"),
+        (lab_targets.DESCRIBE_COLLISIONS, "none", 8, "v8.mp4"),
     ]
-    assert targets[1] == "<think>Seen: cyan-red, purple-red.</think><answer>cyan-red, purple-red</answer>"
+    assert answers[1] == "<think>Seen: cyan-red, purple-red.</think><answer>cyan-red, purple-red</answer>"
     assert all(r.problem_type == "free-form" and not r.options for r in described)
     assert not any(c in r.problem for r in described for c in ("red", "cyan", "purple"))
 
 
 def test_collisions_described_reads_the_opening_sentence_exactly():
-    from videothinker.lab.warmstart import collisions_described, describe_collisions, read_collisions
+    from videothinker.lab.targets import collisions_described, describe_collisions, read_collisions
 
     annotation = Annotation({i: CHAIN_OBJECTS[i] for i in (0, 1, 2)}, CHAIN)
     assert read_collisions("<think>Seen: A.</think>") is None

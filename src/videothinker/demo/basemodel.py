@@ -50,10 +50,10 @@ def described_share(
     predictions: str | Path, records: list[str | Path], annotations: str | Path
 ) -> float | None:
     """Share of the outputs in ``predictions`` (an eval predictions.jsonl over ``records``) that describe
-    their clip's collisions exactly (`videothinker.lab.warmstart.collisions_described`), read against
+    their clip's collisions exactly (`videothinker.lab.targets.collisions_described`), read against
     the lab set's ``annotations`` folder; None without predictions."""
     from videothinker.data.records import load_records
-    from videothinker.lab.warmstart import collisions_described, load_annotations
+    from videothinker.lab.targets import collisions_described, load_annotations
 
     # A question and its scene's probe may share an id ("<scene>_<n>"): either names the same scene.
     by_id = {r.id: r for path in records for r in load_records(path)}

@@ -42,7 +42,7 @@ def lost_answers(
     from videothinker.demo.report import _question_form
     from videothinker.eval.benchmarks import load_benchmarks
     from videothinker.eval.predictions import SCORED, latest, read_predictions
-    from videothinker.lab.warmstart import choice_facts, load_annotations
+    from videothinker.lab.targets import choice_facts, load_annotations
 
     (bench,) = load_benchmarks([records_file])
     records = [r for r in bench.records if r.question_kind == "inferential"]

@@ -221,14 +221,13 @@ def make_base(paths: DemoPaths, preset: DemoPreset, seed: int, device: str) -> N
         return
     from videothinker.config import VideoConfig
     from videothinker.data.records import load_records
-    from videothinker.lab.warmstart import (
-        WarmStartConfig,
+    from videothinker.lab.targets import (
         collision_colors,
         description_records,
         load_annotations,
         reasoning_targets,
-        warm_start,
     )
+    from videothinker.lab.warmstart import WarmStartConfig, warm_start
     from videothinker.models.tiny import build_tiny_model
 
     # Counterfactual questions of both kinds and the perception probes of the warm-start set.

@@ -41,11 +41,11 @@ class DemoPreset:
         warm_steps / warm_lr / warm_batch: the supervised warm start; warm_perception: weight of its
             perception loss (`videothinker.lab.warmstart.PerceptionHead`; 0: none);
             warm_perception_steps: steps of the vision tower alone on that loss before it;
-            warm_think: style of its chains of thought (`videothinker.lab.warmstart.reasoning_target`);
+            warm_think: style of its chains of thought (`videothinker.lab.targets.reasoning_target`);
             warm_describe: its completions open with the clip's collisions in words, in a canonical
-            order (`videothinker.lab.warmstart.describe_collisions`), before the choices;
+            order (`videothinker.lab.targets.describe_collisions`), before the choices;
             warm_describe_questions: add two open-ended descriptive questions per warm-start scene
-            (`videothinker.lab.warmstart.description_records`).
+            (`videothinker.lab.targets.description_records`).
         base_model: a model folder to use as the base model instead of building one (the tiny model and
             its warm start are skipped; the folder is copied in); it must have been trained in this
             preset's lab world (the warm start's fields then only describe how it was made).

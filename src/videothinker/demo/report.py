@@ -95,13 +95,13 @@ def base_margins(base: dict[str, Any], prior: dict[str, float]) -> str:
 
 def shortcut_rate(eval_dir: Path, records_file: Path, annotations: Path) -> float | None:
     """Share of the inferential questions an evaluation run answered with the answer the video gives
-    (`videothinker.lab.warmstart.ChoiceFacts.shortcut_answer`: wrong for every inferential question),
+    (`videothinker.lab.targets.ChoiceFacts.shortcut_answer`: wrong for every inferential question),
     among those where that answer names at least one choice. A model that reads the video and skips
     the counterfactual scores high; None if no such question was scored."""
     from videothinker.answers import parse_choices
     from videothinker.eval.benchmarks import load_benchmarks
     from videothinker.eval.predictions import SCORED, latest, read_predictions
-    from videothinker.lab.warmstart import choice_facts, load_annotations
+    from videothinker.lab.targets import choice_facts, load_annotations
 
     (bench,) = load_benchmarks([records_file])
     predictions = latest(read_predictions(eval_dir / "predictions.jsonl"))
