@@ -14,7 +14,8 @@ Train one stage with GRPO-style RL on a video-QA file of the Video-R1 family.
         against the bias model (--reference) with a negative beta (default -0.01), clamped k3.
         The paper's repulsion vanishes at -0.01 and collapses the policy from about -0.2 in the
         lab; cdpo.kl_cap (a per-token cap), cdpo.one_sided, cdpo.anchor_beta (a pull to the
-        initial model) and cdpo.kl_target (beta adapted to a KL target) bound it (docs/LOSS.md)
+        initial model), cdpo.kl_target (beta adapted to a KL target) and cdpo.shape logsigmoid (a
+        saturating one-sided shape) bound it (docs/LOSS.md); fused decoding: rollout.fused_step
   grpo  the baseline: reference = the initial model, beta >= 0 (beta = 0 loads no reference)
 
 Settings come from the defaults, the stage's defaults, --config (a YAML file or a preset name:
