@@ -191,6 +191,12 @@ def _linear(module: torch.nn.Module) -> torch.nn.Linear:
     return module if type(module) is torch.nn.Linear else module.base_layer
 
 
+def _adapters_to_merge(module: torch.nn.Module) -> list[str]:
+    """The active LoRA adapters the engine merges into a layer's weight (none for a plain Linear or an
+    already merged layer)."""
+    return [] if type(module) is torch.nn.Linear or module.merged else list(module.active_adapters)
+
+
 def _eps(norm: torch.nn.Module) -> float | None:
     return getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
 
@@ -223,7 +229,7 @@ def weights_from_model(
 
     def weight(module: torch.nn.Module) -> torch.Tensor:
         """A Linear's weight; for a LoRA layer with active adapters, a merged copy (`refresh`)."""
-        names = [] if type(module) is torch.nn.Linear or module.merged else list(module.active_adapters)
+        names = _adapters_to_merge(module)
         if not names:
             return take(_linear(module).weight)
         base = module.base_layer.weight
@@ -267,12 +273,7 @@ def weights_from_model(
 
     def fused(modules: list[torch.nn.Module]):
         """`stacked` weights of Linear (or LoRA) layers, and their biases if they have any."""
-        merged = [
-            None
-            if type(m) is torch.nn.Linear or m.merged or not m.active_adapters
-            else (m, list(m.active_adapters))
-            for m in modules
-        ]
+        merged = [(m, names) if (names := _adapters_to_merge(m)) else None for m in modules]
         weights_, views = stacked([_linear(m).weight for m in modules], merged)
         biases = [_linear(m).bias for m in modules]
         if all(b is None for b in biases):

@@ -25,21 +25,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from videothinker.models.decode import DecoderWeights, LayerWeights
+from videothinker.models.decode import DecoderWeights, LayerWeights, rotary
 
 
 def step_rotary(positions: torch.Tensor, w: DecoderWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and signed sin [N, Q + 2K, D] of one step, for every row of the fused q/k/v output: the
     1-D rotary embedding at ``positions`` [N] on the q and k rows; cos 1 and sin 0 on the v rows."""
-    n, q_k, kv = positions.shape[0], w.num_heads + w.num_kv_heads, w.num_kv_heads
-    half = w.head_dim // 2
-    freqs = positions.float().unsqueeze(-1) * w.inv_freq  # [N, D/2]
-    cos = (freqs.cos() * w.rope_scale).to(w.dtype).repeat(1, 2)  # [N, D]
-    sin = (freqs.sin() * w.rope_scale).to(w.dtype)
-    signed = torch.cat([-sin, sin], dim=-1)  # rotate_half(x) * sin == roll(x, D/2) * signed
-    ones, zeros = cos.new_ones(n, kv, 2 * half), cos.new_zeros(n, kv, 2 * half)
-    cos_rows = torch.cat([cos.unsqueeze(1).expand(n, q_k, 2 * half), ones], dim=1)
-    sin_rows = torch.cat([signed.unsqueeze(1).expand(n, q_k, 2 * half), zeros], dim=1)
+    n, q_k, kv, D = positions.shape[0], w.num_heads + w.num_kv_heads, w.num_kv_heads, w.head_dim
+    cos, sin = rotary(positions, w)  # [N, 1, D] each, the simple step's
+    # rotate_half(x) * sin == roll(x, D/2) * signed, signed = [-sin, sin] by halves
+    signed = torch.cat([-sin[..., : D // 2], sin[..., D // 2 :]], dim=-1)
+    cos_rows = torch.cat([cos.expand(n, q_k, D), cos.new_ones(n, kv, D)], dim=1)
+    sin_rows = torch.cat([signed.expand(n, q_k, D), sin.new_zeros(n, kv, D)], dim=1)
     return cos_rows, sin_rows
 
 
