@@ -42,11 +42,16 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_fp32_master_generate": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.engine=generate"]),  # no engine
     "3b_fp32_master_compiled": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.compile=true"]),
     "3b_fp32_master_fused": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.fused_step=true"]),
+    "3b_fp32_master_fused_compiled": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["rollout.fused_step=true", "rollout.compile=true"],
+    ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",
         "qwen2_5_vl_3b_cdpo_bounded",
-        ["cdpo.anchor_beta=0.01", "rollout.fused_step=true"],
+        ["cdpo.anchor_beta=0.01"],
     ),
     "3b_fp32_8bit": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["optim=adamw_torch_8bit"]),
     "3b_bf16_sr": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.dtype=bfloat16", "optim=adamw_torch_bf16_sr"]),
