@@ -443,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
 
         target = Path(args.copy_to) / "train_e2e"
         target.mkdir(parents=True, exist_ok=True)
-        for file in [*out.glob("*.json"), out / "table.md"]:
-            shutil.copy(file, target / file.name)
+        if target.resolve() != out.resolve():  # --out may already be that folder (gpu_engine.sh 3)
+            for file in [*out.glob("*.json"), out / "table.md"]:
+                shutil.copy(file, target / file.name)
     return 0
 
 

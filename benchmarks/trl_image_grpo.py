@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import random
 import shutil
 import statistics
@@ -221,6 +222,7 @@ def trl_worker(args) -> None:
         epsilon_high=0.28,
         loss_type="grpo",
         gradient_checkpointing=True,
+        optim="adamw_torch_fused",  # ours; Unsloth's GRPOConfig would pick bitsandbytes' 8-bit AdamW
         bf16=not args.tiny,
         model_init_kwargs={"dtype": "float32" if args.tiny else "bfloat16", "attn_implementation": "sdpa"},
         use_vllm=False,
@@ -274,8 +276,14 @@ def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
     command += ["--generations", str(args.generations), "--completion-tokens", str(args.completion_tokens)]
     command += ["--tiny"] if args.tiny else []
     print(" ".join(command), flush=True)
+    env = dict(os.environ)
+    if peer == "unsloth":  # the bitsandbytes stand-in (peer_stubs/bitsandbytes): see its docstring
+        stubs = str(Path(__file__).parent / "peer_stubs")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (stubs, env.get("PYTHONPATH")) if p)
     with GpuMemoryPoller() as memory:
-        subprocess.run(command, check=True, cwd=ROOT)
+        done = subprocess.run(command, cwd=ROOT, env=env)
+    if done.returncode != 0:  # a peer that does not run is reported, and the others still run
+        return {"status": f"failed (exit {done.returncode}; its output is in the log above)"}
     worker = json.loads(out.read_text())
     shutil.rmtree(work / "trl-run", ignore_errors=True)
     return {
@@ -353,6 +361,8 @@ def main() -> None:
     model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
     records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
     peers = {peer: run_peer(args, peer, model, records, work) for peer in args.peers.split(",") if peer}
+    failed = {peer: r for peer, r in peers.items() if "status" in r}
+    peers = {peer: r for peer, r in peers.items() if "status" not in r}
     ours = run_videothinker(args, model, records, work)
     result = {
         "task": f"one {width}x{height} image per prompt, G={args.generations}, "
@@ -363,6 +373,7 @@ def main() -> None:
             for peer, r in peers.items()
         },
         **peers,
+        **failed,
         "videothinker": ours,
         "versions": {
             name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")

@@ -386,13 +386,15 @@ class RolloutConfig:
         "graph engine: torch.compile each layer's parts around attention (fused norms, rotary, residuals); "
         "the first step compiles",
     )
-    fused_step: bool = _field(
-        False,
+    fused_step: bool | None = _field(
+        None,
         "graph engine: decode with the fused step (models/decode_fused.py): q/k/v and gate/up weights "
         "held fused, one matrix product instead of three and two; norms as F.rms_norm; rotary on q and k "
-        "at once; one cache write a layer; about a third of the kernels a layer. The fused weights are "
-        "free where the engine copies weights anyway (fp32 masters, LoRA, FSDP); for bf16 weights they "
-        "are a copy, refreshed each step. Off until measured on a GPU",
+        "at once; one cache write a layer; about a third of the kernels a layer (3B on an H200: 4.76 ms a "
+        "decode step instead of 7.06, the paper preset's step 6.81 s instead of 8.25). null (default): "
+        "fused where the engine copies the weights anyway (fp32 masters under bf16, LoRA, FSDP), at no "
+        "extra memory; true: also for weights decoded in their own dtype (the fused buffers are then a "
+        "copy, refreshed each step); false: the simple step",
     )
 
     def problems(self) -> list[str]:

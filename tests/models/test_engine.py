@@ -308,3 +308,24 @@ def test_fused_lora_policy_merges_into_the_fused_buffers(tiny_model_dir):
     fused = DecodeEngine(model, fuse=True)
     assert fused.weights.layers[0].qkv is not None
     assert torch.equal(fused.generate(inputs, 2, **kwargs), DecodeEngine(model).generate(inputs, 2, **kwargs))
+
+
+def test_fused_step_by_default_only_where_the_weights_are_copied_anyway(tiny_model_dir):
+    """rollout.fused_step unset: the engine decodes fused for fp32 masters cast to bf16 (their copy is
+    laid out fused at no extra memory) and with the simple step for weights read in their own dtype
+    (no copy to make); true and false override."""
+    from videothinker.config import RolloutConfig
+    from videothinker.models.decode import fusing_is_free
+    from videothinker.models.engine import make_engine
+
+    model = load_model(tiny_model_dir("qwen2_5_vl"), dtype="float32")
+    assert fusing_is_free(model, torch.bfloat16) and not fusing_is_free(model)
+    assert not fusing_is_free(model, torch.float32)
+    auto = RolloutConfig()
+    assert auto.fused_step is None
+    masters = make_engine(model, auto, torch.bfloat16)
+    assert masters.fused_step and masters.weights.layers[0].qkv is not None
+    own = make_engine(model, auto)
+    assert not own.fused_step and own.weights.layers[0].qkv is None and own.weights.copy_bytes == 0
+    assert make_engine(model, RolloutConfig(fused_step=True)).fused_step
+    assert not make_engine(model, RolloutConfig(fused_step=False), torch.bfloat16).fused_step

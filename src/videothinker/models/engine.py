@@ -41,6 +41,7 @@ from videothinker.models.decode import (
     compiled_parts,
     decode_step,
     decode_unavailable,
+    fusing_is_free,
     weights_from_model,
 )
 from videothinker.models.decode_fused import fused_decode_step
@@ -55,6 +56,9 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
     ``dtype``: what decoding computes in (bf16 under bf16 autocast; None: the weights' own)."""
     if rollout.engine == "generate":
         return None
+    fuse = rollout.fused_step
+    if fuse is None:  # auto: fused where the engine holds a copy of the weights anyway
+        fuse = decode_unavailable(model) is None and fusing_is_free(model, dtype)
     engine = DecodeEngine.for_model(
         model,
         dtype=dtype,
@@ -62,7 +66,7 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
         prompt_bucket=rollout.prompt_bucket,
         check_every=rollout.check_every,
         compile=rollout.compile,
-        fuse=rollout.fused_step,
+        fuse=fuse,
     )
     if engine is not None:
         print0(engine.memory_report())
@@ -241,6 +245,7 @@ class DecodeEngine:
             weights = "the model's own weights (no copy)"
         caches = sum(s.nbytes for s in self._states.values())
         graphs = "CUDA graphs" if self.cuda_graphs else "eager steps"
+        graphs = f"the fused step, {graphs}" if self.fused_step else graphs
         return f"decode engine: reads {weights}; {graphs}; static caches {caches / 2**30:.2f} GiB"
 
     # -------------------------------------------------------------------------------------- decode
