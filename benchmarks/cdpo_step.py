@@ -31,6 +31,11 @@ lean step's (a GRPO step costs what the lean step costs: one frozen model beside
 ``--master-fp32`` is the paper presets' precision: fp32 policy weights (and AdamW state) with bf16
 autocast; the engine then decodes from a bf16 copy of the text model, refreshed after each
 optimizer step (timed with the optimizer).
+
+``--fused-step auto|true|false`` (auto) builds the engine as the trainer does (`make_engine`,
+``rollout.fused_step``): auto decodes with the fused step where the engine copies the weights anyway
+(``--master-fp32``) and with the simple step for bf16 weights; true forces the fused step (its
+buffers then a copy). Runs before 2026-12-05 always used the simple step.
 """
 
 from __future__ import annotations
@@ -81,6 +86,12 @@ def main() -> None:
         "--engine", choices=["graph", "generate"], default="graph", help="lean path's sampler"
     )
     parser.add_argument(
+        "--fused-step",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="the engine's rollout.fused_step (auto: fused where it copies the weights anyway, as the trainer)",
+    )
+    parser.add_argument(
         "--master-fp32",
         action="store_true",
         help="fp32 policy weights with bf16 autocast (the paper presets)",
@@ -114,10 +125,12 @@ def main() -> None:
     # Fused AdamW (as the trainer uses on CUDA): no parameter-sized temporaries in the optimizer step.
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device == "cuda")
     engine = None
-    if args.engine == "graph":
-        from videothinker.models.engine import DecodeEngine
+    if args.engine == "graph":  # as the trainer builds it (rollout.fused_step: auto, true or false)
+        from videothinker.config import RolloutConfig
+        from videothinker.models.engine import make_engine
 
-        engine = DecodeEngine(policy, dtype=torch.bfloat16)
+        fused = {"auto": None, "true": True, "false": False}[args.fused_step]
+        engine = make_engine(policy, RolloutConfig(fused_step=fused), torch.bfloat16)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.master_fp32)
     video = dict(frames=4, height=56, width=56, prompt_tokens=40) if args.tiny else {}
     inputs = video_prompt(config, device, **video)
@@ -234,6 +247,7 @@ def main() -> None:
         "gradient_checkpointing": not args.no_gradient_checkpointing,
         "policy_only": args.policy_only,
         "engine": args.engine,
+        "fused_step": engine is not None and engine.fused_step,
         "master_fp32": args.master_fp32,
         "engine_copy_gib": 0.0 if engine is None else engine.weights.copy_bytes / 2**30,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from videothinker.cli import main
-from videothinker.demo.study import Variant, load_variants
+from videothinker.demo.study import Variant, _workers_stopped_on_exit, load_variants, stop_workers
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +128,40 @@ def test_lost_answers_on_hand_made_predictions(study_run, tmp_path):
     with_video_answer = sum(1 for r in inferential if video[r.id])
     assert got["lost"] == got["video"] + got["format"] and got["video"] == with_video_answer > 0
     assert got["gained"] == 0 and got["other"] == got["between"] == 0
+
+
+def _started_workers(pool, timeout: float = 60.0) -> list:
+    """The pool's worker processes once one has started (the pool starts them on submit)."""
+    deadline = time.monotonic() + timeout
+    while not getattr(pool, "_processes", None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(pool._processes.values())
+
+
+def test_stop_workers_ends_a_running_task():
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(time.sleep, 60)
+    workers = _started_workers(pool)
+    assert workers and all(p.is_alive() for p in workers)
+    stop_workers(pool)
+    for p in workers:
+        p.join(20)
+    assert not any(p.is_alive() for p in workers)
+
+
+def test_sigterm_to_a_study_ends_its_workers_and_restores_the_handler():
+    """SIGTERM to the study's process raises SystemExit there and terminates the pool's workers, so a
+    killed study leaves no training running as an orphan."""
+    before = signal.getsignal(signal.SIGTERM)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    workers = []
+    with pytest.raises(SystemExit) as stopped, pool, _workers_stopped_on_exit(pool):
+        pool.submit(time.sleep, 60)
+        workers = _started_workers(pool)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises during this sleep
+    assert stopped.value.code == 128 + signal.SIGTERM
+    for p in workers:
+        p.join(20)
+    assert workers and not any(p.is_alive() for p in workers)
+    assert signal.getsignal(signal.SIGTERM) is before

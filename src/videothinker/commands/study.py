@@ -20,7 +20,8 @@ VARIANTS is a YAML mapping, one entry per variant:
   grpo_curve:     {stage: grpo, curve: true}            # also evaluate every --curve-every steps
 
 Choose settings on --split val (the validation split); run the chosen ones on --split test seeds.
-A rerun with the same --out resumes. See docs/EXPERIMENT_GPU.md.
+A rerun with the same --out resumes. Stopping the study (Ctrl-C, or SIGTERM from `kill` or a
+scheduler) stops its child processes too; what finished stays. See docs/EXPERIMENT_GPU.md.
 
 example (one H200):
   videothinker study --preset gpu --set base_model=packaged --set test_scenes=200 \\

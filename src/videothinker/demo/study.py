@@ -16,10 +16,14 @@ only then run on test seeds. Every task resumes: a rerun skips what finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -203,7 +207,10 @@ def run_study(
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
     os.environ.setdefault("VIDEOTHINKER_PROGRESS", "0")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with (
+        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+        _workers_stopped_on_exit(pool),
+    ):
         running: dict[Future, tuple[int, dict]] = {}
         done_bias: set[tuple[int, str]] = set()
 
@@ -231,6 +238,39 @@ def run_study(
                 elapsed = time.perf_counter() - started
                 print0(f"seed {seed} {task['name']}: {row['status'][:160]} ({elapsed:.0f}s in all)")
     return write_study_report(out, seeds, names, split, rows)
+
+
+@contextlib.contextmanager
+def _workers_stopped_on_exit(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """While the study runs, SIGTERM (a scheduler's or `kill`'s) raises SystemExit in this process
+    instead of ending it at once; on any exit but a clean one the pool's workers are terminated, so no
+    training keeps running as an orphan (Ctrl-C reaches them through the terminal anyway). What
+    finished is on disk and a rerun resumes from it."""
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
+    try:
+        yield
+    except BaseException:
+        stop_workers(pool)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes and cancel what has not started."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14
+        pool.terminate_workers()
+        return
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
 
 
 def _eval_base(root: str, preset: DemoPreset, seed: int, task: dict, split: str, device: str) -> dict:
