@@ -4,7 +4,8 @@
 # network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
 #
 #   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families) + ms per
-#                                  # decode step (simple, fused, compiled, generate; the floor)
+#                                  # decode step (simple, fused, compiled, generate; the floor); the fused
+#                                  # step's kernels by kind and each decode-attention kernel alone
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768;
 #                                  # lean with and without the anchor's third model, and the reference code's
 #                                  # way); PAPER_ONLY=1: the paper setting alone
@@ -25,6 +26,8 @@ case "$part" in
         tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
     (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 --out "$OUT/decode.json") 2>&1 \
         | tee "$OUT/decode.txt"
+    (cd benchmarks && python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
+        | tee "$OUT/decode_breakdown.txt"
     ;;
 2)
     [[ "${PAPER_ONLY:-0}" == 1 ]] || (cd benchmarks && python cdpo_step.py --repeats 2 \

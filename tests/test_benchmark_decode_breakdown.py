@@ -1,0 +1,46 @@
+"""benchmarks/decode_breakdown.py at tiny widths on a CPU: every attention variant that claims to
+compute the decode attention agrees with the step's own SDPA call, the one that drops the mask does
+not, and the kernel kinds are told apart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_run(tmp_path):
+    out = tmp_path / "breakdown.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "decode_breakdown.py", "--tiny", "--out", str(out)]
+    subprocess.run(cmd, cwd=BENCHMARKS, env=env, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    attention = result["attention"]
+    assert attention["sdpa"]["max_abs_diff_to_sdpa"] == 0.0
+    for name in ("sdpa_bool_mask", "sdpa_math", "matmul_softmax"):
+        assert attention[name]["max_abs_diff_to_sdpa"] < 0.05, name  # bf16 rounding only
+    assert attention["sdpa_no_mask (wrong; lower bound)"]["max_abs_diff_to_sdpa"] > 0.05
+    assert result["profile"]["kernels_per_step"] > 0
+    assert set(result["products"]) == {"qkv", "o", "gate_up", "down", "lm_head"}
+
+
+def test_kernel_kinds():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from decode_breakdown import kind_of
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    assert kind_of("void cutlass::Kernel2<cutlass_80_wmma_tensorop_bf16_s161616gemm>") == "matrix product"
+    assert kind_of("fmha_cutlassF_bf16_aligned_64x64_rf_sm80") == "attention"
+    assert kind_of("void at::native::(anonymous)::rms_norm_kernel") == "norm"
+    assert kind_of("void at::native::index_elementwise_kernel") == "copy"
+    assert kind_of("void at::native::vectorized_elementwise_kernel<4, AddFunctor>") == "elementwise/other"
