@@ -26,9 +26,11 @@ max_completion_length, beta, epsilon, epsilon_high, learning_rate, loss_type, op
 flags below. The resolved config is written to OUT/config.yaml.
 
 Sampling runs on the decode engine (one prefill per prompt, a static KV cache, the decode step
-replayed as a CUDA graph on a GPU); --set rollout.engine=generate samples with transformers'
-generate instead. Bad media stop the run before any model loads, with a count and the first paths;
---set data.skip_invalid=true leaves those records out (docs/TRAINING.md).
+replayed as a CUDA graph on a GPU; the fused step, a third of the kernels, where the engine copies
+the weights anyway: fp32 masters, LoRA, FSDP; rollout.fused_step=true/false forces it either way);
+--set rollout.engine=generate samples with transformers' generate instead. Bad media stop the run
+before any model loads, with a count and the first paths; --set data.skip_invalid=true leaves those
+records out (docs/TRAINING.md).
 
 A run whose format reward, token entropy or share of degenerate completions collapses stops with
 one line naming the step, the likely cause and the last good checkpoint (collapse.*, docs/TRAINING.md).
