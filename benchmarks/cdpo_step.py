@@ -75,6 +75,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
     parser.add_argument(
+        "--checkpoint-layers",
+        type=int,
+        default=None,
+        help="model.checkpoint_layers: only the first N decoder layers recompute (default: all)",
+    )
+    parser.add_argument(
         "--tiny", action="store_true", help="a few-layer model and a small video (CPU smoke run)"
     )
     parser.add_argument(
@@ -122,6 +128,10 @@ def main() -> None:
     anchor = build_model(config, seed=0, device=device).eval().requires_grad_(False) if args.anchor else None
     if not args.no_gradient_checkpointing:
         enable_activation_checkpointing(policy)
+        if args.checkpoint_layers is not None:
+            from videothinker.models.loading import limit_activation_checkpointing
+
+            limit_activation_checkpointing(policy, args.checkpoint_layers)
     # Fused AdamW (as the trainer uses on CUDA): no parameter-sized temporaries in the optimizer step.
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=device == "cuda")
     engine = None
@@ -245,6 +255,7 @@ def main() -> None:
         "T": T,
         "prompt_tokens": int(inputs["input_ids"].shape[1]),
         "gradient_checkpointing": not args.no_gradient_checkpointing,
+        "checkpoint_layers": args.checkpoint_layers,
         "policy_only": args.policy_only,
         "engine": args.engine,
         "fused_step": engine is not None and engine.fused_step,

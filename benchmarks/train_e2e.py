@@ -38,7 +38,10 @@ from pathlib import Path
 
 # name -> (model size, preset, extra --set overrides). The presets are the ones users run.
 RUNS: dict[str, tuple[str, str, list[str]]] = {
-    "3b_fp32_master": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),  # the paper preset: fp32 weights, fused AdamW
+    # the paper preset: fp32 weights, fused AdamW; since 2026-12-05 it decodes with the fused step
+    # (rollout.fused_step unset: fused where the engine copies the weights); _simple is the step before
+    "3b_fp32_master": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),
+    "3b_fp32_master_simple": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.fused_step=false"]),
     "3b_fp32_master_generate": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.engine=generate"]),  # no engine
     "3b_fp32_master_compiled": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.compile=true"]),
     "3b_fp32_master_fused": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.fused_step=true"]),
@@ -47,6 +50,9 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         ["rollout.fused_step=true", "rollout.compile=true"],
     ),
+    # selective checkpointing: only the first N of the 36 decoder layers recompute (the rest keep activations)
+    "3b_fp32_master_ckpt24": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=24"]),
+    "3b_fp32_master_ckpt12": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=12"]),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",

@@ -83,6 +83,12 @@ class ModelConfig:
         True,
         "recompute activations in backward to save memory (reference scripts: --gradient_checkpointing true)",
     )
+    checkpoint_layers: int | None = _field(
+        None,
+        "with gradient_checkpointing: how many of the language model's decoder layers (the first ones) "
+        "recompute their activations; the rest keep them, spending memory to skip their recompute "
+        "(None: all layers recompute)",
+    )
     freeze_vision: bool = _field(
         False, "keep the vision tower fixed (reference scripts: --freeze_vision_modules false, so it trains)"
     )
@@ -119,6 +125,10 @@ class ModelConfig:
     def problems(self) -> list[str]:
         out = [] if self.path else ["model.path is required: the local folder of the policy model"]
         out += _choice("model.dtype", self.dtype, DTYPES)
+        if self.checkpoint_layers is not None and self.checkpoint_layers < 0:
+            out.append(
+                f"model.checkpoint_layers must be >= 0 (None: all layers), got {self.checkpoint_layers}"
+            )
         if self.lora_r < 0:
             out.append(f"model.lora_r must be >= 0 (0: full fine-tuning), got {self.lora_r}")
         if self.lora_r <= 0:

@@ -116,6 +116,25 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def limit_activation_checkpointing(model, layers: int) -> int:
+    """After `enable_activation_checkpointing`: keep recomputation on the first ``layers`` decoder
+    layers of the language model and turn it off on the others (transformers' per-layer
+    ``gradient_checkpointing`` flag), so their activations stay in memory and their forward runs once.
+    Returns how many layers no longer recompute. The vision tower keeps its setting."""
+    from videothinker.models.vision import vlm_body
+
+    decoder = vlm_body(model).language_model.layers
+    if not 0 <= layers <= len(decoder):
+        raise ValueError(
+            f"model.checkpoint_layers must be between 0 and {len(decoder)} (the decoder layers), got {layers}"
+        )
+    if not all(hasattr(layer, "gradient_checkpointing") for layer in decoder):
+        raise ValueError(f"{type(decoder[0]).__name__} has no per-layer gradient_checkpointing flag")
+    for layer in decoder[layers:]:
+        layer.gradient_checkpointing = False
+    return len(decoder) - layers
+
+
 def load_processor(path: str | Path, *, trust_remote_code: bool = False):
     """Load the processor (tokenizer + image/video processors + chat template) of a local checkpoint."""
     from transformers import AutoProcessor

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from videothinker.adapters import is_adapter
 from videothinker.console import warn
 from videothinker.models import lora
-from videothinker.models.loading import enable_activation_checkpointing, load_merged_adapter, load_model
+from videothinker.models.loading import (
+    enable_activation_checkpointing,
+    limit_activation_checkpointing,
+    load_merged_adapter,
+    load_model,
+)
 from videothinker.models.sharding import shard_model
 
 if TYPE_CHECKING:
@@ -101,6 +106,8 @@ def build_policy_and_reference(
         visual.requires_grad_(False)
     if m.gradient_checkpointing:
         enable_activation_checkpointing(policy)
+        if m.checkpoint_layers is not None:
+            limit_activation_checkpointing(policy, m.checkpoint_layers)
     if mesh is not None:
         import torch
 
