@@ -315,7 +315,7 @@ def test_fused_step_by_default_only_where_the_weights_are_copied_anyway(tiny_mod
     laid out fused at no extra memory) and with the simple step for weights read in their own dtype
     (no copy to make); true and false override."""
     from videothinker.config import RolloutConfig
-    from videothinker.models.decode import fusing_is_free
+    from videothinker.models.decode_fused import fusing_is_free
     from videothinker.models.engine import make_engine
 
     model = load_model(tiny_model_dir("qwen2_5_vl"), dtype="float32")

@@ -201,17 +201,6 @@ def _eps(norm: torch.nn.Module) -> float | None:
     return getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
 
 
-def fusing_is_free(model: torch.nn.Module, dtype: torch.dtype | None = None) -> bool:
-    """Whether `weights_from_model` copies the projection weights anyway (a cast to ``dtype``, FSDP
-    shards gathered, LoRA adapters merged in), so that laying them out fused costs no memory. The
-    first layer's q projection stands for all of them (the Qwen VL families are uniform)."""
-    module = vlm_body(model).language_model.layers[0].self_attn.q_proj
-    if _adapters_to_merge(module):
-        return True
-    w = _linear(module).weight
-    return is_dtensor(w) or (dtype is not None and w.dtype != dtype)
-
-
 @torch.no_grad()
 def weights_from_model(
     model: torch.nn.Module, dtype: torch.dtype | None = None, fuse: bool = False

@@ -25,7 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from videothinker.models.decode import DecoderWeights, LayerWeights, rotary
+from videothinker.models.decode import DecoderWeights, LayerWeights, _adapters_to_merge, _linear, rotary
+from videothinker.models.sharding import is_dtensor
+from videothinker.models.vision import vlm_body
 
 
 def step_rotary(positions: torch.Tensor, w: DecoderWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,3 +98,14 @@ def fused_decode_step(
     for layer, lw in enumerate(w.layers):
         h = fused_layer(h, cos, sin, kv[layer], write_index, mask, lw, w)
     return F.linear(F.rms_norm(h, h.shape[-1:], w.norm, w.eps), w.lm_head).float()
+
+
+def fusing_is_free(model: torch.nn.Module, dtype: torch.dtype | None = None) -> bool:
+    """Whether `weights_from_model` copies the projection weights anyway (a cast to ``dtype``, FSDP
+    shards gathered, LoRA adapters merged in), so that laying them out fused costs no memory. The
+    first layer's q projection stands for all of them (the Qwen VL families are uniform)."""
+    module = vlm_body(model).language_model.layers[0].self_attn.q_proj
+    if _adapters_to_merge(module):
+        return True
+    w = _linear(module).weight
+    return is_dtensor(w) or (dtype is not None and w.dtype != dtype)

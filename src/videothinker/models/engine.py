@@ -41,10 +41,9 @@ from videothinker.models.decode import (
     compiled_parts,
     decode_step,
     decode_unavailable,
-    fusing_is_free,
     weights_from_model,
 )
-from videothinker.models.decode_fused import fused_decode_step
+from videothinker.models.decode_fused import fused_decode_step, fusing_is_free
 from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
