@@ -1,10 +1,3 @@
-"""The stand-in's ``bitsandbytes.nn``: empty classes (see the package's docstring)."""
+"""The stand-in's ``bitsandbytes.nn``: the package's empty classes (see its docstring)."""
 
-__version__ = "0.49.0"
-_classes: dict[str, type] = {}
-
-
-def __getattr__(name: str) -> type:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return _classes.setdefault(name, type(name, (), {}))
+from bitsandbytes import __getattr__, __version__  # noqa: F401
