@@ -317,3 +317,24 @@ def test_prompts_over_max_prompt_length(tiny_qwen2_5_vl_dir, lab_records, tmp_pa
     t.config.grpo.max_prompt_length = video_tokens  # not even the video fits
     with pytest.raises(ValueError, match="even without its question text"):
         t._prompt_inputs([record])
+
+
+def test_checkpoint_layers_reach_the_policy(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+    """model.checkpoint_layers from the config: the trainer's policy recomputes only its first layers."""
+    from videothinker.config import load_train_config
+    from videothinker.models.vision import vlm_body
+    from videothinker.rl.trainer import Trainer
+
+    overrides = [
+        *(a for a in COMMON[2:] if a != "--set"),
+        "stage=grpo",
+        "grpo.beta=0.0",
+        f"model.path={tiny_qwen2_5_vl_dir}",
+        f"data.path={lab_records}",
+        f"output_dir={tmp_path / 'run'}",
+        "model.gradient_checkpointing=true",
+        "model.checkpoint_layers=1",
+    ]
+    trainer = Trainer(load_train_config("tiny_cpu", overrides), resume=None)
+    flags = [layer.gradient_checkpointing for layer in vlm_body(trainer.policy).language_model.layers]
+    assert flags[0] and not any(flags[1:])
