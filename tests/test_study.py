@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from videothinker.cli import main
-from videothinker.demo.study import Variant, _workers_stopped_on_exit, load_variants, stop_workers
+from videothinker.demo.study import (
+    Variant,
+    _workers_stopped_on_exit,
+    load_variants,
+    running_after,
+    stop_workers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -142,11 +148,9 @@ def test_stop_workers_ends_a_running_task():
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     pool.submit(time.sleep, 60)
     workers = _started_workers(pool)
-    assert workers and all(p.is_alive() for p in workers)
+    assert workers and running_after(workers, 0.2) == workers  # still sleeping
     stop_workers(pool)
-    for p in workers:
-        p.join(20)
-    assert not any(p.is_alive() for p in workers)
+    assert running_after(workers, 20) == []
 
 
 def test_sigterm_to_a_study_ends_its_workers_and_restores_the_handler():
@@ -161,7 +165,5 @@ def test_sigterm_to_a_study_ends_its_workers_and_restores_the_handler():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the handler raises during this sleep
     assert stopped.value.code == 128 + signal.SIGTERM
-    for p in workers:
-        p.join(20)
-    assert workers and not any(p.is_alive() for p in workers)
+    assert workers and running_after(workers, 20) == []
     assert signal.getsignal(signal.SIGTERM) is before

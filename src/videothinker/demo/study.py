@@ -262,15 +262,32 @@ def _workers_stopped_on_exit(pool: ProcessPoolExecutor) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate the pool's worker processes and cancel what has not started."""
+def stop_workers(pool: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Terminate the pool's worker processes (SIGTERM; SIGKILL for any still running after ``grace``
+    seconds) and cancel what has not started."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     if hasattr(pool, "terminate_workers"):  # Python 3.14
         pool.terminate_workers()
-        return
-    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in workers:
-        process.terminate()
+    else:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+    for process in running_after(workers, grace):
+        process.kill()
+
+
+def running_after(processes: list, seconds: float) -> list:
+    """Those of ``processes`` still running after waiting up to ``seconds`` for them to end. Read from
+    each process's sentinel (closed when it exits), not from ``is_alive()``: that reads waitpid, and a
+    library's SIGCHLD handler in this process may already have reaped the child."""
+    from multiprocessing.connection import wait
+
+    pending = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + seconds
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for sentinel in wait(list(pending), timeout=left):
+            pending.pop(sentinel)
+    return list(pending.values())
 
 
 def _eval_base(root: str, preset: DemoPreset, seed: int, task: dict, split: str, device: str) -> dict:
