@@ -12,7 +12,8 @@ wrapped for TRL). The model is a full-size random-init Qwen2.5-VL-3B (train_e2e.
 weights, SDPA, gradient checkpointing, G = 8 (one prompt x 8 completions per optimizer step), 256
 completion tokens, beta = 0.04 (reference = the initial model), lr 1e-6, temperature 1.0, no vLLM.
 
-Each trainer runs in its own subprocess (TRL first), so memory figures are separate. Reported per
+Each trainer runs in its own subprocess (ours first, then the peers; the JSON is rewritten after each,
+"partial" until the last), so memory figures are separate. Reported per
 trainer: median step time over the steps after the first, the first step, peak GPU memory polled
 from nvidia-smi (the whole process), mean completion length (a random model rarely emits EOS, but
 neither trainer is told to ban it: compare lengths before times); for TRL also torch's peak
@@ -293,6 +294,30 @@ def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
     }
 
 
+def write_result(args, width: int, height: int, peers: dict, failed: dict, ours: dict, partial: bool) -> dict:
+    """The run's JSON (to ``args.out``): each peer's summary, its step time over ours, versions."""
+    result = {
+        "task": f"one {width}x{height} image per prompt, G={args.generations}, "
+        f"{args.completion_tokens} completion tokens, beta 0.04, {'tiny fp32' if args.tiny else 'bf16 3B'}",
+        "steps": args.steps,
+        "partial": partial,
+        **{
+            f"{peer}_over_videothinker": r["median_step_time_s"] / ours["median_step_time_s"]
+            for peer, r in peers.items()
+        },
+        **{peer: {k: v for k, v in r.items() if k != "versions"} for peer, r in peers.items()},
+        **failed,
+        "videothinker": ours,
+        "versions": {
+            name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")
+        },
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        **{f"{peer}_versions": r.get("versions") for peer, r in peers.items()},
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    return result
+
+
 def run_videothinker(args, model: Path, records: Path, work: Path) -> dict:
     run = work / "vt-run"
     shutil.rmtree(run, ignore_errors=True)
@@ -360,29 +385,17 @@ def main() -> None:
     printed = subprocess.run(build, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
     records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
-    peers = {peer: run_peer(args, peer, model, records, work) for peer in args.peers.split(",") if peer}
-    failed = {peer: r for peer, r in peers.items() if "status" in r}
-    peers = {peer: r for peer, r in peers.items() if "status" not in r}
+    # ours first, then each peer, the JSON rewritten after each: a call that runs out of time keeps
+    # what finished ("partial": true until the last)
     ours = run_videothinker(args, model, records, work)
-    result = {
-        "task": f"one {width}x{height} image per prompt, G={args.generations}, "
-        f"{args.completion_tokens} completion tokens, beta 0.04, {'tiny fp32' if args.tiny else 'bf16 3B'}",
-        "steps": args.steps,
-        **{
-            f"{peer}_over_videothinker": r["median_step_time_s"] / ours["median_step_time_s"]
-            for peer, r in peers.items()
-        },
-        **peers,
-        **failed,
-        "videothinker": ours,
-        "versions": {
-            name: importlib.metadata.version(name) for name in ("torch", "transformers", "accelerate")
-        },
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-    }
-    for peer in peers:
-        result[f"{peer}_versions"] = peers[peer].pop("versions")
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    peers: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
+    write_result(args, width, height, peers, failed, ours, partial=True)
+    for peer in (p for p in args.peers.split(",") if p):
+        r = run_peer(args, peer, model, records, work)
+        (failed if "status" in r else peers)[peer] = r
+        write_result(args, width, height, peers, failed, ours, partial=True)
+    result = write_result(args, width, height, peers, failed, ours, partial=False)
     print(f"\n{'':14}{'median s':>10}{'first s':>10}{'smi GiB':>10}{'compl len':>11}")
     names = {"trl": "TRL GRPO", "unsloth": "Unsloth GRPO"}
     for name, r in [(names[p], r) for p, r in peers.items()] + [("videothinker", ours)]:
