@@ -95,11 +95,10 @@ def profile_step(step, device: str, steps: int = 5) -> dict:
             continue
         if device != "cuda" and not event.name.startswith("aten::"):
             continue
-        us = event.device_time if device == "cuda" else event.cpu_time
-        by_kind[kind_of(event.name)][0] += 1 / steps
-        by_kind[kind_of(event.name)][1] += us / steps / 1e3
-        top[event.name[:90]][0] += 1 / steps
-        top[event.name[:90]][1] += us / steps / 1e3
+        ms = (event.device_time if device == "cuda" else event.cpu_time) / 1e3
+        for table, key in ((by_kind, kind_of(event.name)), (top, event.name[:90])):
+            table[key][0] += 1 / steps
+            table[key][1] += ms / steps
     ordered = sorted(top.items(), key=lambda kv: -kv[1][1])[:15]
     return {
         "kernels_per_step": sum(v[0] for v in by_kind.values()),
