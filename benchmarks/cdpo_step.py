@@ -12,7 +12,10 @@ log-probs with grad, the CDPO loss (beta = -0.01, clamped k3), backward, optimiz
          ``generate``) + `completion_logprobs` (the video encoded once per model and shared;
          completion-only logits, fp32 chunks);
 - naive: `simple_generate_rollout` (generate(num_return_sequences=G)) + `naive_completion_logprobs`
-         (video repeated G times, full-vocab logits over prompt + completion).
+         (video repeated G times, full-vocab logits over prompt + completion);
+- shared: the lean sampler + `shared_prompt_logprobs` (``grpo.share_prompt``: each prompt run once
+         for its G completions, P + G (T - 1) positions instead of G (P + T - 1));
+         ``shared_dense`` is its simple reference (the layout's whole mask, the model's own attention).
 
 Both paths run on the same models, inputs and sampled completions (the naive path's log-probs
 are computed on the lean path's rollout, so the loss, the work and the memory compare like for
@@ -68,6 +71,7 @@ def main() -> None:
     from videothinker.rl.logprobs import completion_logprobs, naive_completion_logprobs
     from videothinker.rl.losses import policy_loss
     from videothinker.rl.rollout import generate_rollout, simple_generate_rollout
+    from videothinker.rl.shared_prompt import shared_prompt_logprobs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--generations", type=int, default=8)
@@ -105,7 +109,8 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         default="lean,naive,reference_code",
-        help="comma-separated log-prob paths to time (lean first; naive and reference_code sample with generate)",
+        help="comma-separated log-prob paths to time (lean first, then any of shared, shared_dense, naive, "
+        "reference_code; naive and reference_code sample with generate)",
     )
     parser.add_argument(
         "--anchor",
@@ -157,10 +162,14 @@ def main() -> None:
         "lean_anchor": completion_logprobs,
         "naive": naive_completion_logprobs,
         "reference_code": reference_code_logprobs,
+        "shared": shared_prompt_logprobs,
+        "shared_dense": lambda *a: shared_prompt_logprobs(*a, attention="dense"),
     }
     paths = args.paths.split(",")
     if paths[0] != "lean" or any(p not in all_fns or p == "lean_anchor" for p in paths):
-        parser.error(f"--paths: lean first, then any of naive, reference_code; got {args.paths!r}")
+        parser.error(
+            f"--paths: lean first, then any of {', '.join(p for p in all_fns if not p.startswith('lean'))}; got {args.paths!r}"
+        )
     if args.anchor:
         if args.policy_only:
             parser.error("--anchor needs the bias model: drop --policy-only")
@@ -170,7 +179,7 @@ def main() -> None:
     def sample(path):
         policy.eval()
         with torch.no_grad(), autocast:
-            if path.startswith("lean"):
+            if path.startswith(("lean", "shared")):
                 return generate_rollout(policy, inputs, G, engine=engine, **gen)
             return simple_generate_rollout(policy, inputs, G, **gen)
 
@@ -265,7 +274,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     for path in logprob_fns:
-        sampler = "lean" if path.startswith("lean") else "naive"
+        sampler = "lean" if path.startswith(("lean", "shared")) else "naive"
         update(path, rollout)  # warm-up
         rows, phases = [], []
         for _ in range(args.repeats):

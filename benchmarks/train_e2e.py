@@ -57,6 +57,8 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     # selective checkpointing: only the first N of the 36 decoder layers recompute (the rest keep activations)
     "3b_fp32_master_ckpt24": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=24"]),
     "3b_fp32_master_ckpt12": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=12"]),
+    # each prompt run once for its G completions in every log-prob pass (grpo.share_prompt)
+    "3b_fp32_master_shared": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=true"]),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",

@@ -6,11 +6,12 @@
 #   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families) + ms per
 #                                  # decode step (simple, fused, compiled, generate; the floor); the fused
 #                                  # step's kernels by kind and each decode-attention kernel alone
-#   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768;
-#                                  # lean with and without the anchor's third model, and the reference code's
-#                                  # way); PAPER_ONLY=1: the paper setting alone
-#   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset: engine (simple, fused, compiled) vs
-#                                  # generate, and the bounded form with an anchor (3B, random init); RUNS=...
+#   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768):
+#                                  # lean, shared prompt (split and dense attention), the reference code's way;
+#                                  # ANCHOR=1: also the anchor's third model; PAPER_ONLY=1: the paper setting alone
+#   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset (3B, random init): as it runs (the
+#                                  # fused step), with the shared prompt, the simple step, 12 of 36 layers
+#                                  # recomputing; RUNS=... (benchmarks/train_e2e.py lists the runs)
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer (PEERS=trl,unsloth: and Unsloth's) vs videothinker on
 #                                  # the image task (wheels in .whl/: trl_wheels.sh, or unsloth_wheels.sh)
 set -uo pipefail
@@ -31,13 +32,15 @@ case "$part" in
     ;;
 2)
     [[ "${PAPER_ONLY:-0}" == 1 ]] || (cd benchmarks && python cdpo_step.py --repeats 2 \
-        --out "$OUT/cdpo_step_engine.json") 2>&1 | tee "$OUT/cdpo_step_engine.txt"
+        --paths lean,shared,naive,reference_code --out "$OUT/cdpo_step_engine.json") 2>&1 \
+        | tee "$OUT/cdpo_step_engine.txt"
     (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
-        --paths lean,reference_code --anchor --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
+        --paths "${PAPER_PATHS:-lean,shared,shared_dense,reference_code}" ${ANCHOR:+--anchor} \
+        --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
     ;;
 3)
     python benchmarks/train_e2e.py \
-        --runs "${RUNS:-3b_fp32_master,3b_fp32_master_fused,3b_fp32_master_anchor,3b_fp32_master_generate}" \
+        --runs "${RUNS:-3b_fp32_master,3b_fp32_master_shared,3b_fp32_master_simple,3b_fp32_master_ckpt12}" \
         --steps 3 --out "$OUT/train_e2e" \
         2>&1 | tee "$OUT/train_e2e.txt"
     ;;

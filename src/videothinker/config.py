@@ -269,6 +269,14 @@ class GRPOConfig:
         1,
         "optimizer steps per batch of samples (TRL num_iterations, mu); 1: old_logprobs = logprobs.detach()",
     )
+    share_prompt: bool = _field(
+        False,
+        "log-prob passes (policy, reference, anchor, old policy) run each prompt once for its G completions, "
+        "not once per completion: one sequence [prompt | completion 1 | ... | completion G], each completion "
+        "attending to the prompt and its own tokens (rl/shared_prompt.py); the same log-probs and gradients, "
+        "(G-1) x prompt tokens fewer through every layer; needs model.attn_implementation sdpa or eager "
+        "(others fall back with a warning)",
+    )
     reward_funcs: list[str] = _field(
         ["accuracy", "format"],
         "rewards by registry name or import path pkg.mod:fn, summed (reference: accuracy format)",

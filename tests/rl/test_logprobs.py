@@ -18,9 +18,9 @@ from videothinker.rl.logprobs import (
     completion_logprobs,
     head_logprobs,
     naive_completion_logprobs,
-    rollout_logprobs,
     selective_log_softmax,
 )
+from videothinker.rl.shared_prompt import rollout_logprobs
 from videothinker.rl.types import Rollout, VideoInputs
 
 G, T = 3, 6

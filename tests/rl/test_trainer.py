@@ -338,3 +338,22 @@ def test_checkpoint_layers_reach_the_policy(tiny_qwen2_5_vl_dir, lab_records, tm
     trainer = Trainer(load_train_config("tiny_cpu", overrides), resume=None)
     flags = [layer.gradient_checkpointing for layer in vlm_body(trainer.policy).language_model.layers]
     assert flags[0] and not any(flags[1:])
+
+
+def test_shared_prompt_trains_as_the_per_sequence_path(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+    """grpo.share_prompt changes how the log-probs are computed, not what: with a reference model
+    (beta > 0) two steps give the same losses, KLs and weights as the default path."""
+    runs = {}
+    for share in ("false", "true"):
+        out = tmp_path / share
+        args = _train_args(tiny_qwen2_5_vl_dir, lab_records, max_steps=2)
+        extra = ["--set", "grpo.beta=0.04", "--set", f"grpo.share_prompt={share}"]
+        assert main(["train", "--stage", "grpo", "--out", str(out), *args, *extra]) == 0
+        runs[share] = (_rows(out), _weights(out / "final"))
+    (plain_rows, plain_weights), (shared_rows, shared_weights) = runs["false"], runs["true"]
+    assert len(plain_rows) == len(shared_rows) == 2
+    for a, b in zip(plain_rows, shared_rows):
+        assert b["reward"] == a["reward"] and b["completion_length"] == a["completion_length"]
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
+    assert all(torch.allclose(plain_weights[k], shared_weights[k], atol=1e-5) for k in plain_weights)

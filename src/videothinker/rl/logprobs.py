@@ -33,7 +33,7 @@ from videothinker.models.vision import (
     visuals_per_prompt,
     vlm_body,
 )
-from videothinker.rl.types import Rollout, VideoInputs
+from videothinker.rl.types import VideoInputs
 
 DEFAULT_CHUNK_SIZE = 512  # rows of [chunk, vocab] fp32 logits: 311 MB at Qwen's 151936 tokens
 _warned: set[str] = set()
@@ -270,32 +270,3 @@ def naive_completion_logprobs(
     logits = logits[:, P - 1 : -1].float() / temperature  # [B*G, T, V]
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
     return (logprobs, _entropy_of_logits(logits)) if entropy else logprobs
-
-
-def rollout_logprobs(
-    model: torch.nn.Module,
-    rollout: Rollout,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    grad: bool = True,
-    entropy: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # [B*G, T] float32
-    """`completion_logprobs` of a rollout's completions (and their entropies, with ``entropy``).
-    ``grad=False`` is the reference model's (and old-policy) mode: under ``torch.no_grad()``, so
-    neither autograd state nor the per-chunk recompute of the lm_head is kept (put the reference
-    model in eval mode: HF checkpointing only acts in training mode)."""
-    args = (
-        model,
-        rollout.prompt_ids,
-        rollout.prompt_mask,
-        rollout.completion_ids,
-        rollout.completion_mask,
-        rollout.video,
-        rollout.num_generations,
-    )
-    kwargs = {"temperature": temperature, "chunk_size": chunk_size, "entropy": entropy}
-    if grad:
-        return completion_logprobs(*args, **kwargs)
-    with torch.no_grad():
-        return completion_logprobs(*args, **kwargs)

@@ -315,14 +315,17 @@ class Trainer:
     def _logprobs(self, model, rollout, grad: bool, entropy: bool = False):
         """Log-probs of the rollout's completions (a sharded model's root gathered around the call);
         with ``entropy``, also the per-token entropies."""
-        from videothinker.rl.logprobs import rollout_logprobs
+        from videothinker.rl.shared_prompt import rollout_logprobs
 
-        temperature = self.config.grpo.temperature
+        g = self.config.grpo
+        kwargs = {
+            "temperature": g.temperature,
+            "grad": grad,
+            "entropy": entropy,
+            "share_prompt": g.share_prompt,
+        }
         with self.accelerator.autocast(), torch.set_grad_enabled(grad):
-            return root_forward(
-                model,
-                lambda: rollout_logprobs(model, rollout, temperature=temperature, grad=grad, entropy=entropy),
-            )
+            return root_forward(model, lambda: rollout_logprobs(model, rollout, **kwargs))
 
     @property
     def beta(self) -> float:
