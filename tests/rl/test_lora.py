@@ -341,3 +341,24 @@ def test_a_lora_output_loads_as_a_model_for_evaluation(lora_bias, tiny_qwen2_5_v
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert any(not torch.equal(ours[k], plain[k]) for k in ours)  # the adapter is really merged in
     assert load_processor(final).tokenizer.pad_token_id is not None
+
+
+def test_lora_cdpo_with_the_shared_prompt_equals_the_per_sequence_run(
+    tiny_qwen2_5_vl_dir, lab_records, lora_bias, tmp_path
+):
+    """grpo.share_prompt on a LoRA policy whose reference is an adapter on the same base: two CDPO
+    steps give the same losses and KLs as without it."""
+    runs = {}
+    for share in ("false", "true"):
+        out = tmp_path / share
+        args = ["--stage", "cdpo", "--reference", str(lora_bias / "final")]
+        args += _args(tiny_qwen2_5_vl_dir, lab_records, "--set", "grpo.max_steps=2")
+        code, _ = _train([*args, "--set", f"grpo.share_prompt={share}", "--out", str(out)])
+        assert code == 0
+        runs[share] = _rows(out)
+    assert len(runs["true"]) == len(runs["false"]) == 2
+    for a, b in zip(runs["false"], runs["true"]):
+        assert b["reward"] == a["reward"]
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
+    assert runs["false"][0]["kl"] > 0  # the reference adapter differs: its pass matters from step 1
