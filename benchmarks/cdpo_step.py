@@ -35,6 +35,10 @@ lean step's (a GRPO step costs what the lean step costs: one frozen model beside
 autocast; the engine then decodes from a bf16 copy of the text model, refreshed after each
 optimizer step (timed with the optimizer).
 
+``--profile`` adds, for each path, one more policy forward+backward under torch.profiler: its kernels
+by kind, forward and backward apart (the recompute runs in the backward), beside the text model's
+weight products at the GPU's peak (`update_profile.py`).
+
 ``--fused-step auto|true|false`` (auto) builds the engine as the trainer does (`make_engine`,
 ``rollout.fused_step``): auto decodes with the fused step where the engine copies the weights anyway
 (``--master-fp32``) and with the simple step for bf16 weights; true forces the fused step (its
@@ -49,6 +53,7 @@ import statistics
 
 import torch
 from fullsize import allocated, build_model, qwen2_5_vl_3b_config, timed, video_prompt
+from update_profile import H200_BF16_DENSE_FLOPS, linear_floor_ms, profile_pass
 
 
 def reference_code_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, video, G):
@@ -116,6 +121,17 @@ def main() -> None:
         "--anchor",
         action="store_true",
         help="also time lean_anchor: a third model (the initial one) as CDPO's anchor, with the bounded loss",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one policy forward+backward per path: kernels by kind and phase, and the floor",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=H200_BF16_DENSE_FLOPS / 1e12,
+        help="the GPU's dense bf16 peak for --profile's floor (default: H200)",
     )
     parser.add_argument("--out", default="cdpo_step.json")
     args = parser.parse_args()
@@ -255,6 +271,37 @@ def main() -> None:
                 }
             )
 
+    def profile_policy(path, rollout) -> dict:
+        """One policy forward+backward of ``path`` under the profiler (a plain sum as the loss: the
+        update's loss is a few elementwise kernels), and the floor of its text-model products."""
+        P, Tc = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+        positions = {"shared": P + G * (Tc - 1), "naive": G * (P + Tc), "reference_code": G * (P + Tc)}
+        positions = positions.get(path.removesuffix("_dense"), G * (P + Tc - 1))
+
+        def forward():
+            policy.train()
+            with autocast:
+                logprobs = logprob_fns[path](
+                    policy,
+                    rollout.prompt_ids,
+                    rollout.prompt_mask,
+                    rollout.completion_ids,
+                    rollout.completion_mask,
+                    rollout.video,
+                    G,
+                )
+            return (logprobs * rollout.completion_mask).sum()
+
+        def backward(loss):
+            loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+
+        checkpointing = not args.no_gradient_checkpointing
+        out = {"phases": profile_pass(forward, backward, device), "text_positions": positions}
+        out["peak_tflops"] = args.peak_tflops
+        out["linear_floor_ms"] = linear_floor_ms(config, positions, checkpointing, args.peak_tflops * 1e12)
+        return out
+
     rollout = sample("lean")  # warm-up of the sampling path; its completions feed both update paths
     update("lean", rollout)  # warm-up; creates the AdamW state
     static = allocated()  # weights (policy, bias model) and AdamW state: the same for every path
@@ -298,6 +345,8 @@ def main() -> None:
             "anchor_logprobs_s": statistics.median(p["anchor_s"] for p in phases),
             "completion_tokens": int(rollout.completion_mask.sum()),
         }
+        if args.profile:
+            results[path]["profile"] = profile_policy(path, rollout)
         if device == "cuda":
             torch.cuda.empty_cache()
     lean = results["lean"]
@@ -339,6 +388,14 @@ def main() -> None:
             f"{r['policy_fwd_bwd_peak_gib']:12.1f} {r['step_s']:7.2f} {r['step_peak_gib']:14.1f}"
         )
     print(json.dumps(results["ratios"], indent=1))
+    for path in logprob_fns if args.profile else ():
+        prof = results[path]["profile"]
+        print(
+            f"{path}: {prof['text_positions']} text positions; products' floor {prof['linear_floor_ms']:.0f} ms"
+        )
+        for phase, p in prof["phases"].items():
+            kinds = ", ".join(f"{k} {v['ms']:.0f} ms ({v['count']})" for k, v in p["by_kind"].items())
+            print(f"  {phase}: {p['ms']:.0f} ms in {p['kernels']} kernels: {kinds}")
     if args.anchor:
         print("CDPO with the anchor over the two-model step:", json.dumps(results["anchor_over_lean"]))
 

@@ -37,7 +37,23 @@ from fullsize import build_model, qwen2_5_vl_3b_config
 
 KINDS = (  # kernel name fragments -> kind, first match wins
     ("attention", ("attention", "fmha", "flash", "sdpa", "softmax", "cudnn")),
-    ("matrix product", ("gemm", "gemv", "cutlass", "sm90", "matmul", "addmm", "mm_", "xmma", "nvjet")),
+    (
+        "matrix product",
+        (
+            "gemm",
+            "gemv",
+            "cutlass",
+            "sm90",
+            "matmul",
+            "addmm",
+            "bmm",
+            "mm_",
+            "xmma",
+            "nvjet",
+            "::mm",
+            "linear",
+        ),
+    ),
     ("norm", ("rms", "norm")),
     ("copy", ("copy", "index", "scatter", "cat")),
 )

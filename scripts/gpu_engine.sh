@@ -7,7 +7,8 @@
 #                                  # decode step (simple, fused, compiled, generate; the floor); the fused
 #                                  # step's kernels by kind and each decode-attention kernel alone
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768):
-#                                  # lean, shared prompt (split and dense attention), the reference code's way;
+#                                  # lean, shared prompt (split and dense attention), the reference code's way,
+#                                  # each policy pass profiled (kernels by kind, forward/backward, the floor);
 #                                  # ANCHOR=1: also the anchor's third model; PAPER_ONLY=1: the paper setting alone
 #   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset (3B, random init): as it runs (the
 #                                  # fused step), with the shared prompt, the simple step, 12 of 36 layers
@@ -36,7 +37,7 @@ case "$part" in
         --paths lean,shared,naive,reference_code --out "$OUT/cdpo_step_engine.json") 2>&1 \
         | tee "$OUT/cdpo_step_engine.txt"
     (cd benchmarks && python cdpo_step.py --master-fp32 --completion-tokens 768 --repeats 2 \
-        --paths "${PAPER_PATHS:-lean,shared,shared_dense,reference_code}" ${ANCHOR:+--anchor} \
+        --paths "${PAPER_PATHS:-lean,shared,shared_dense,reference_code}" ${ANCHOR:+--anchor} --profile \
         --out "$OUT/cdpo_step_paper.json") 2>&1 | tee "$OUT/cdpo_step_paper.txt"
     ;;
 3)

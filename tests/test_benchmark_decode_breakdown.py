@@ -44,3 +44,8 @@ def test_kernel_kinds():
     assert kind_of("void at::native::(anonymous)::rms_norm_kernel") == "norm"
     assert kind_of("void at::native::index_elementwise_kernel") == "copy"
     assert kind_of("void at::native::vectorized_elementwise_kernel<4, AddFunctor>") == "elementwise/other"
+    # the CPU stand-ins of --tiny runs: aten ops by name
+    for name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul"):
+        assert kind_of(name) == "matrix product", name
+    assert kind_of("aten::scaled_dot_product_attention") == "attention"
+    assert kind_of("aten::mul") == "elementwise/other"
