@@ -275,7 +275,8 @@ class GRPOConfig:
         "not once per completion: one sequence [prompt | completion 1 | ... | completion G], each completion "
         "attending to the prompt and its own tokens (rl/shared_prompt.py); the same log-probs and gradients, "
         "(G-1) x prompt tokens fewer through every layer; needs model.attn_implementation sdpa or eager "
-        "(others fall back with a warning)",
+        "(others fall back with a warning); with model.lora_dropout > 0 the prompt's dropout is drawn once "
+        "for its G completions, not once per completion",
     )
     reward_funcs: list[str] = _field(
         ["accuracy", "format"],

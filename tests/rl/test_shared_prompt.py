@@ -194,6 +194,21 @@ def test_eager_attention_and_text_only_prompts(tiny_qwen2_5_vl_dir):
         torch.testing.assert_close(dense, expected, rtol=0, atol=1e-10)
 
 
+def test_a_text_only_prompt_beside_a_video_prompt(tiny_qwen2_5_vl_dir):
+    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32").double()
+    inputs, completion_ids, completion_mask = completion_batch(
+        tiny_qwen2_5_vl_dir, G, T, text_only_second=True
+    )
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    args = (model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask)
+    video = VideoInputs.from_batch(inputs)
+    with torch.no_grad():
+        expected = completion_logprobs(*args, video, G)
+        shared = shared_prompt_logprobs(*args, video, G)
+    on = completion_mask.bool()
+    torch.testing.assert_close(shared[on], expected[on], rtol=0, atol=1e-10)
+
+
 def test_one_token_completions(tiny_qwen2_5_vl_dir):
     model = load_model(tiny_qwen2_5_vl_dir, dtype="float32").double()
     inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
