@@ -12,6 +12,8 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 - engine_graph_fused: the graph path with the fused step (``rollout.fused_step=true``: q/k/v and
                   gate/up one product each, F.rms_norm, one rotary, one cache write a layer;
                   for bf16 weights a fused copy of them);
+- engine_graph_fused_compiled: the fused step with its whole layer through torch.compile
+                  (``rollout.fused_step=true``, ``rollout.compile=true``);
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -63,7 +65,8 @@ def main() -> None:
     parser.add_argument("--master-fp32", action="store_true", help="fp32 weights under bf16 autocast")
     parser.add_argument(
         "--paths",
-        default="engine_graph,engine_graph_fused,engine_graph_compiled,engine_eager,generate,generate_static",
+        default="engine_graph,engine_graph_fused,engine_graph_fused_compiled,engine_graph_compiled,engine_eager,"
+        "generate,generate_static",
     )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small video (CPU smoke run)")
     parser.add_argument("--out", default="decode.json")
@@ -82,11 +85,15 @@ def main() -> None:
         "engine_graph": DecodeEngine(model, dtype=torch.bfloat16, check_every=1 << 30),
         "engine_eager": DecodeEngine(model, dtype=torch.bfloat16, cuda_graphs=False, check_every=1 << 30),
     }
-    if "engine_graph_fused" in args.paths:
+    if "engine_graph_fused" in args.paths.split(","):
         engines["engine_graph_fused"] = DecodeEngine(
             model, dtype=torch.bfloat16, fuse=True, check_every=1 << 30
         )
-    if "engine_graph_compiled" in args.paths:
+    if "engine_graph_fused_compiled" in args.paths.split(","):
+        engines["engine_graph_fused_compiled"] = DecodeEngine(
+            model, dtype=torch.bfloat16, fuse=True, compile=True, check_every=1 << 30
+        )
+    if "engine_graph_compiled" in args.paths.split(","):
         engines["engine_graph_compiled"] = DecodeEngine(
             model, dtype=torch.bfloat16, compile=True, check_every=1 << 30
         )

@@ -49,7 +49,7 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         ["rollout.compile=true", "rollout.fused_step=false"],
     ),
     "3b_fp32_master_fused": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.fused_step=true"]),
-    "3b_fp32_master_fused_compiled": (
+    "3b_fp32_master_fused_compiled": (  # the fused layer compiled whole (until 2026-12-05: the compiled parts)
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
         ["rollout.fused_step=true", "rollout.compile=true"],

@@ -402,8 +402,9 @@ class RolloutConfig:
     )
     compile: bool = _field(
         False,
-        "graph engine: torch.compile each layer's parts around attention (fused norms, rotary, residuals); "
-        "the first step compiles",
+        "graph engine: torch.compile the decode layer (fused norms, rotary, residuals); with the fused step "
+        "the whole fused layer, cache write and attention included; with the simple step its parts around "
+        "attention; the first step compiles",
     )
     fused_step: bool | None = _field(
         None,

@@ -11,7 +11,12 @@ from test_engine import ARCHS, reference_greedy
 
 from tiny_prompts import prompt_inputs, sharp_model
 from videothinker.models.decode import _rotate_half, decode_step, weights_from_model
-from videothinker.models.decode_fused import additive_mask, fused_decode_step, step_rotary
+from videothinker.models.decode_fused import (
+    additive_mask,
+    compiled_fused_layer,
+    fused_decode_step,
+    step_rotary,
+)
 from videothinker.models.engine import DecodeEngine
 from videothinker.models.loading import eos_token_ids, load_model
 from videothinker.models.vision import vlm_body
@@ -91,6 +96,36 @@ def test_fused_step_equals_simple_step(tiny_model_dir, arch, device):
         fast_err = (fast_out.double() - truth.double()).abs().mean()
         simple_err = (simple_out.double() - truth.double()).abs().mean()
         assert fast_err <= 1.25 * simple_err + 1e-6, (fast_err, simple_err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compiled_fused_layer_equals_the_eager_one(tiny_model_dir, arch):
+    """rollout.compile with the fused step: the whole layer through torch.compile gives the eager
+    fused step's logits and cache writes (float32), with one graph for every layer."""
+    from torch._dynamo.utils import counters
+
+    model = sharp_model(tiny_model_dir(arch))
+    w = weights_from_model(model, torch.float32, fuse=True)
+    gen = torch.Generator().manual_seed(1)
+    n, slots = 3, 8
+    cache = torch.randn(w.num_layers, 2, n, w.num_kv_heads, slots, w.head_dim, generator=gen)
+    attend = torch.zeros(n, slots, dtype=torch.bool)
+    attend[:, :5] = True
+    attend[2, 1] = False
+    tokens = torch.randint(0, w.embed.shape[0], (n,), generator=gen)
+    args = (tokens, torch.tensor([5, 6, 7]))
+    eager_cache, compiled_cache = cache.clone(), cache.clone()
+    eager = fused_decode_step(w, *args, eager_cache, torch.tensor([5]), attend.clone())
+    torch._dynamo.reset()  # graphs compiled by earlier tests would be reused, not counted
+    counters.clear()
+    compiled = fused_decode_step(
+        w, *args, compiled_cache, torch.tensor([5]), attend.clone(), compiled_fused_layer()
+    )
+    assert counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled_cache, eager_cache, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(compiled_cache, cache)  # this step's keys and values were written
 
 
 def test_fused_step_needs_fused_weights(tiny_model_dir):

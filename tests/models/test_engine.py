@@ -217,9 +217,9 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(tiny_model_dir, monkey
 @pytest.mark.slow
 @pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
 def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir, fuse):
-    """rollout.compile: the layer parts through torch.compile (two graphs for all layers, no
-    recompiles per layer) decode the tokens the plain parts decode; with fused weights, the compiled
-    parts read the fused products."""
+    """rollout.compile: the simple step's layer parts through torch.compile (two graphs for all
+    layers, no recompiles per layer), or the whole fused layer (one graph, cache write and attention
+    inside), decode the tokens the plain step decodes (Qwen3-VL: its q/k norms too)."""
     from torch._dynamo.utils import counters
 
     model = sharp_model(tiny_model_dir("qwen3_vl"))
@@ -227,10 +227,11 @@ def test_compiled_layer_parts_give_the_same_tokens(tiny_model_dir, fuse):
     eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
     kwargs = {"max_new_tokens": 6, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
     plain = DecodeEngine(model).generate(inputs, 2, **kwargs)
+    torch._dynamo.reset()  # graphs compiled by earlier tests would be reused, not counted
     counters.clear()
     compiled = DecodeEngine(model, compile=True, fuse=fuse).generate(inputs, 2, **kwargs)
     assert torch.equal(compiled, plain)
-    assert counters["stats"]["unique_graphs"] == 2
+    assert counters["stats"]["unique_graphs"] == (1 if fuse else 2)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -22,6 +22,8 @@ norm's weight multiplied before the cast); in float32 and float64 the two steps 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -64,7 +66,11 @@ def fused_layer(
     proj = F.linear(x, lw.qkv, lw.qkv_bias).view(n, Q + 2 * K, D)
     if lw.qk_norm is not None:  # Qwen3-VL: the per-head norms of q and k, in place on their rows
         q_k = proj[:, : Q + K]
-        torch.mul(F.rms_norm(q_k, (D,), eps=w.eps), lw.qk_norm, out=q_k)
+        normed = F.rms_norm(q_k, (D,), eps=w.eps)
+        if torch.compiler.is_compiling():  # the compiler takes no out= here; it fuses the two anyway
+            q_k.copy_(normed * lw.qk_norm)
+        else:
+            torch.mul(normed, lw.qk_norm, out=q_k)
     rotated = torch.addcmul(proj * cos, proj.roll(D // 2, dims=-1), sin)
     new_kv = rotated[:, Q:].view(n, 2, K, 1, D).transpose(0, 1)  # [2, N, K, 1, D]
     kv.index_copy_(3, write_index, new_kv)
@@ -79,6 +85,43 @@ def fused_layer(
     return torch.addmm(h, w.act(gate) * up, lw.down.t())
 
 
+def compiled_fused_layer():
+    """`fused_layer` through ``torch.compile`` (``rollout.compile`` with the fused step): the whole
+    layer, cache write and attention included, one graph for all layers (the weights are passed as
+    tensors, so layers differ only in data). The compiler fuses the norms, the rotary and the
+    activation with their neighbours; the products and the attention stay library calls."""
+    compiled = torch.compile(_fused_layer_of_tensors, fullgraph=True, dynamic=False)
+
+    def layer(h, cos, sin, kv, write_index, mask, lw: LayerWeights, w: DecoderWeights):
+        tensors = (lw.input_norm, lw.qkv, lw.qkv_bias, lw.qk_norm, lw.o, lw.o_bias, lw.post_norm, lw.gate_up)
+        return compiled(h, cos, sin, kv, write_index, mask, *tensors, lw.down, w)
+
+    return layer
+
+
+def _fused_layer_of_tensors(
+    h,
+    cos,
+    sin,
+    kv,
+    write_index,
+    mask,
+    input_norm,
+    qkv,
+    qkv_bias,
+    qk_norm,
+    o,
+    o_bias,
+    post_norm,
+    gate_up,
+    down,
+    w,
+):
+    lw = LayerWeights(input_norm, None, None, None, o, post_norm, None, None, down, o_bias=o_bias)
+    lw.qkv, lw.qkv_bias, lw.qk_norm, lw.gate_up = qkv, qkv_bias, qk_norm, gate_up
+    return fused_layer(h, cos, sin, kv, write_index, mask, lw, w)
+
+
 def fused_decode_step(
     w: DecoderWeights,
     tokens: torch.Tensor,  # [N] int64
@@ -86,17 +129,19 @@ def fused_decode_step(
     kv: torch.Tensor,  # [L, 2, N, K, S, D], keys ([:, 0]) and values ([:, 1]) of every layer
     write_index: torch.Tensor,  # [1] int64
     attend: torch.Tensor,  # [N, S] bool (this step's slot is set here)
+    layer: Callable = fused_layer,
 ) -> torch.Tensor:  # [N, V] float32 logits
     """`decode_step` over fused weights (``weights_from_model(fuse=True)``) and a joint K/V cache:
-    the same inputs, outputs and cache writes, in fewer kernels; capturable in a CUDA graph."""
+    the same inputs, outputs and cache writes, in fewer kernels; capturable in a CUDA graph.
+    ``layer``: `fused_layer`, or `compiled_fused_layer`'s."""
     if w.layers[0].qkv is None:
         raise ValueError("fused_decode_step needs weights_from_model(..., fuse=True)")
     attend.index_fill_(1, write_index, True)
     mask = additive_mask(attend, w.dtype)
     cos, sin = step_rotary(positions, w)
     h = F.embedding(tokens, w.embed)
-    for layer, lw in enumerate(w.layers):
-        h = fused_layer(h, cos, sin, kv[layer], write_index, mask, lw, w)
+    for index, lw in enumerate(w.layers):
+        h = layer(h, cos, sin, kv[index], write_index, mask, lw, w)
     return F.linear(F.rms_norm(h, h.shape[-1:], w.norm, w.eps), w.lm_head).float()
 
 

@@ -43,7 +43,12 @@ from videothinker.models.decode import (
     decode_unavailable,
     weights_from_model,
 )
-from videothinker.models.decode_fused import fused_decode_step, fusing_is_free
+from videothinker.models.decode_fused import (
+    compiled_fused_layer,
+    fused_decode_step,
+    fused_layer,
+    fusing_is_free,
+)
 from videothinker.models.sampling import sample_next
 from videothinker.models.vision import modality_type_ids, rope_position_ids, text_position_ids, vlm_body
 from videothinker.rl.types import VideoInputs
@@ -188,8 +193,9 @@ class DecodeEngine:
         check_every: decode steps between checks that every row has finished (each check waits for
             the device).
         max_states: buckets whose buffers (and graphs) are kept; the least recently used goes first.
-        compile: run each layer's parts before and after attention through ``torch.compile``
-            (fused norms, rotary and residuals; the first step compiles).
+        compile: run the decode layer through ``torch.compile`` (fused norms, rotary and residuals;
+            the first step compiles): the whole fused layer with ``fuse`` (`compiled_fused_layer`),
+            else the simple step's parts before and after attention (`compiled_parts`).
         fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`), and
             decode with the fused step (`videothinker.models.decode_fused`: about a third of the
             kernels a layer).
@@ -214,10 +220,9 @@ class DecodeEngine:
         self.cuda_graphs = cuda_graphs and self.weights.device.type == "cuda"
         self.prompt_bucket, self.check_every, self.max_states = prompt_bucket, check_every, max_states
         self._states: OrderedDict[tuple, _DecodeState] = OrderedDict()
-        self.parts = compiled_parts() if compile else (attention_inputs, attention_output)
-        # fused weights decode through the fused step; compiled, through the compiled parts (which
-        # read the fused products too, and leave the elementwise fusion to the compiler)
-        self.fused_step = fuse and not compile
+        self.fused_step, self.compiled = fuse, compile
+        self.parts = compiled_parts() if compile and not fuse else (attention_inputs, attention_output)
+        self.layer = compiled_fused_layer() if compile and fuse else fused_layer
         self.graph_captures = 0  # how many graphs were captured (a new bucket captures one)
 
     @classmethod
@@ -245,6 +250,7 @@ class DecodeEngine:
         caches = sum(s.nbytes for s in self._states.values())
         graphs = "CUDA graphs" if self.cuda_graphs else "eager steps"
         graphs = f"the fused step, {graphs}" if self.fused_step else graphs
+        graphs = f"compiled, {graphs}" if self.compiled else graphs
         return f"decode engine: reads {weights}; {graphs}; static caches {caches / 2**30:.2f} GiB"
 
     # -------------------------------------------------------------------------------------- decode
@@ -393,7 +399,9 @@ class DecodeEngine:
     def _advance(self, s: _DecodeState) -> None:
         """One decode step on the state's buffers, in place: the captured graph's body."""
         if self.fused_step:
-            logits = fused_decode_step(self.weights, s.tokens, s.positions, s.kv, s.write_index, s.attend)
+            logits = fused_decode_step(
+                self.weights, s.tokens, s.positions, s.kv, s.write_index, s.attend, self.layer
+            )
         else:
             logits = decode_step(
                 self.weights, s.tokens, s.positions, s.keys, s.values, s.write_index, s.attend, self.parts
