@@ -239,9 +239,11 @@ def test_install_leaves_other_calls_as_they_were(tiny_qwen2_5_vl_dir):
     lm = vlm_body(model).language_model
     assert lm.config._attn_implementation == "sdpa"
     assert all(layer.self_attn.config._attn_implementation == NAME for layer in lm.layers)
-    assert all(layer.self_attn._shared_prompt_base == "sdpa" for layer in lm.layers)
+    assert all(layer.self_attn._shared_prompt_config is lm.config for layer in lm.layers)
     assert unavailable(model) is None
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+    lm.config._attn_implementation = "flash_attention_2"  # as set_attn_implementation would
+    assert "flash_attention_2" in unavailable(model)  # followed: the layout is not given to it
 
 
 def test_rollout_logprobs_shares_the_prompt_on_request(tiny_qwen2_5_vl_dir, monkeypatch):

@@ -120,11 +120,18 @@ def as_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     )
 
 
+def _implementation(attn: torch.nn.Module) -> str | None:
+    """The attention implementation the module's model asks for: the one its config named before
+    `install` (read now, so a later ``set_attn_implementation`` on the model is followed)."""
+    config = getattr(attn, "_shared_prompt_config", None) or getattr(attn, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
 def _base(module: torch.nn.Module):
-    """The attention function the module had before `install`, and whether it is ``eager``."""
+    """The model's own attention function for ``module``, and whether it is ``eager``."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    name = module._shared_prompt_base
+    name = _implementation(module)
     if name == "eager":
         return sys.modules[type(module).__module__].eager_attention_forward, True
     return ALL_ATTENTION_FUNCTIONS[name], False
@@ -196,10 +203,7 @@ def unavailable(model: torch.nn.Module) -> str | None:
     if "sliding_attention" in (getattr(lm.config, "layer_types", None) or []):
         return "it uses sliding-window attention"
     for layer in lm.layers:
-        attn = getattr(layer, "self_attn", None)
-        impl = getattr(getattr(attn, "config", None), "_attn_implementation", None)
-        if impl == NAME:
-            continue
+        impl = _implementation(getattr(layer, "self_attn", None))
         if impl not in SUPPORTED:
             return f"its attention is {impl!r}; the shared prompt needs one of {', '.join(SUPPORTED)}"
     return None
@@ -207,21 +211,20 @@ def unavailable(model: torch.nn.Module) -> str | None:
 
 def install(model: torch.nn.Module) -> None:
     """Route the language model's attention through `shared_prompt_attention` (idempotent). Each
-    attention module gets a copy of its config naming that function; the model's own config, and so
-    its mask building and everything else that reads it, stay as they were. Check `unavailable`
-    first."""
+    attention module gets a copy of its config naming that function, and keeps the model's own
+    config to read its implementation from at each call; that config, and so the mask building and
+    everything else that reads it, stay as they were. Check `unavailable` first."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(NAME, shared_prompt_attention)
     copies: dict[int, object] = {}
     for layer in vlm_body(model).language_model.layers:
         attn = layer.self_attn
-        impl = attn.config._attn_implementation
-        if impl == NAME:
+        if getattr(attn, "_shared_prompt_config", None) is not None:
             continue
         if id(attn.config) not in copies:
             config = copy.copy(attn.config)
             config._attn_implementation = NAME
             copies[id(attn.config)] = config
-        attn._shared_prompt_base = impl
+        attn._shared_prompt_config = attn.config
         attn.config = copies[id(attn.config)]
