@@ -222,15 +222,26 @@ def test_one_token_completions(tiny_qwen2_5_vl_dir):
         )
 
 
+def _model_and_call(model_dir):
+    """The tiny float32 model and the positional arguments of a log-prob call on `completion_batch`."""
+    model = load_model(model_dir, dtype="float32")
+    inputs, completion_ids, completion_mask = completion_batch(model_dir, G, T)
+    video = VideoInputs.from_batch(inputs)
+    return model, (
+        model,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        completion_ids,
+        completion_mask,
+        video,
+        G,
+    )
+
+
 def test_install_leaves_other_calls_as_they_were(tiny_qwen2_5_vl_dir):
     """After `install`, a forward without a layout (generate, the per-sequence path) is unchanged,
     and the model's own config still names its attention."""
-    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
-    call = (
-        model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask,
-        VideoInputs.from_batch(inputs), G,
-    )  # fmt: skip
+    model, call = _model_and_call(tiny_qwen2_5_vl_dir)
     with torch.no_grad():
         before = completion_logprobs(*call)
         install(model)
@@ -268,12 +279,7 @@ def test_rollout_logprobs_shares_the_prompt_on_request(tiny_qwen2_5_vl_dir, monk
 
 
 def test_unsupported_attention_falls_back_with_a_warning(tiny_qwen2_5_vl_dir, monkeypatch):
-    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
-    call = (
-        model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask,
-        VideoInputs.from_batch(inputs), G,
-    )  # fmt: skip
+    model, call = _model_and_call(tiny_qwen2_5_vl_dir)
     for layer in vlm_body(model).language_model.layers:
         layer.self_attn.config._attn_implementation = "flash_attention_2"
     assert "flash_attention_2" in unavailable(model)
@@ -288,8 +294,7 @@ def test_unsupported_attention_falls_back_with_a_warning(tiny_qwen2_5_vl_dir, mo
 def test_a_layout_the_attention_never_read_is_an_error(tiny_qwen2_5_vl_dir, monkeypatch):
     """If transformers stopped passing the layout through to the attention function, the split
     path would silently attend to everything: it raises instead."""
-    model = load_model(tiny_qwen2_5_vl_dir, dtype="float32")
-    inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
+    model, call = _model_and_call(tiny_qwen2_5_vl_dir)
     install(model)
     monkeypatch.setattr(sp_module, "install", lambda m: None)  # keep the function registered below
     from transformers import AttentionInterface
@@ -303,9 +308,6 @@ def test_a_layout_the_attention_never_read_is_an_error(tiny_qwen2_5_vl_dir, monk
     AttentionInterface.register(NAME, forgetful)
     try:
         with pytest.raises(RuntimeError, match="does not pass the layout"), torch.no_grad():
-            shared_prompt_logprobs(
-                model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask,
-                VideoInputs.from_batch(inputs), G,
-            )  # fmt: skip
+            shared_prompt_logprobs(*call)
     finally:
         AttentionInterface.register(NAME, prompt_attention.shared_prompt_attention)
