@@ -59,6 +59,17 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_fp32_master_ckpt12": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=12"]),
     # each prompt run once for its G completions in every log-prob pass (grpo.share_prompt)
     "3b_fp32_master_shared": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=true"]),
+    # ... whose smaller activations (7 636 positions, not 18 136) may pay for less recompute
+    "3b_fp32_master_shared_ckpt12": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "model.checkpoint_layers=12"],
+    ),
+    "3b_fp32_master_shared_nockpt": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "model.gradient_checkpointing=false"],
+    ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",

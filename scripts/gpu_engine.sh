@@ -11,7 +11,7 @@
 #                                  # each policy pass profiled (kernels by kind, forward/backward, the floor);
 #                                  # ANCHOR=1: also the anchor's third model; PAPER_ONLY=1: the paper setting alone
 #   bash scripts/gpu_engine.sh 3   # videothinker train, paper CDPO preset (3B, random init): as it runs (the
-#                                  # fused step), with the shared prompt, the simple step, 12 of 36 layers
+#                                  # fused step), with the shared prompt, and with it 12 of 36 layers or none
 #                                  # recomputing; RUNS=... (benchmarks/train_e2e.py lists the runs)
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer (PEERS=trl,unsloth: and Unsloth's) vs videothinker on
 #                                  # the image task (wheels in .whl/: trl_wheels.sh, or unsloth_wheels.sh);
@@ -42,7 +42,7 @@ case "$part" in
     ;;
 3)
     python benchmarks/train_e2e.py \
-        --runs "${RUNS:-3b_fp32_master,3b_fp32_master_shared,3b_fp32_master_simple,3b_fp32_master_ckpt12}" \
+        --runs "${RUNS:-3b_fp32_master,3b_fp32_master_shared,3b_fp32_master_shared_ckpt12,3b_fp32_master_shared_nockpt}" \
         --steps 3 --out "$OUT/train_e2e" \
         2>&1 | tee "$OUT/train_e2e.txt"
     ;;
