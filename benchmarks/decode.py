@@ -14,6 +14,8 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
                   for bf16 weights a fused copy of them);
 - engine_graph_fused_compiled: the fused step with its whole layer through torch.compile
                   (``rollout.fused_step=true``, ``rollout.compile=true``);
+- engine_graph_fused_matmul: the fused step attending over the cache with two batched products
+                  around a softmax (``rollout.decode_attention=matmul``); _compiled_matmul: and compiled;
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -65,8 +67,8 @@ def main() -> None:
     parser.add_argument("--master-fp32", action="store_true", help="fp32 weights under bf16 autocast")
     parser.add_argument(
         "--paths",
-        default="engine_graph,engine_graph_fused,engine_graph_fused_compiled,engine_graph_compiled,engine_eager,"
-        "generate,generate_static",
+        default="engine_graph,engine_graph_fused,engine_graph_fused_compiled,engine_graph_fused_matmul,"
+        "engine_graph_fused_compiled_matmul,engine_graph_compiled,engine_eager,generate,generate_static",
     )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small video (CPU smoke run)")
     parser.add_argument("--out", default="decode.json")
@@ -93,6 +95,19 @@ def main() -> None:
         engines["engine_graph_fused_compiled"] = DecodeEngine(
             model, dtype=torch.bfloat16, fuse=True, compile=True, check_every=1 << 30
         )
+    for name, compiled in (
+        ("engine_graph_fused_matmul", False),
+        ("engine_graph_fused_compiled_matmul", True),
+    ):
+        if name in args.paths.split(","):
+            engines[name] = DecodeEngine(
+                model,
+                dtype=torch.bfloat16,
+                fuse=True,
+                compile=compiled,
+                decode_attention="matmul",
+                check_every=1 << 30,
+            )
     if "engine_graph_compiled" in args.paths.split(","):
         engines["engine_graph_compiled"] = DecodeEngine(
             model, dtype=torch.bfloat16, compile=True, check_every=1 << 30

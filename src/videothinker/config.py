@@ -417,8 +417,16 @@ class RolloutConfig:
         "copy, refreshed each step); false: the simple step",
     )
 
+    decode_attention: str = _field(
+        "sdpa",
+        "graph engine, fused step: the attention over the KV cache: sdpa (one SDPA call, torch picks the "
+        "kernel) | matmul (two batched products around a softmax, spread over the cache length); the "
+        "simple step always calls SDPA",
+    )
+
     def problems(self) -> list[str]:
         out = _choice("rollout.engine", self.engine, ENGINES)
+        out += _choice("rollout.decode_attention", self.decode_attention, ("sdpa", "matmul"))
         return out + [
             f"rollout.{name} must be >= 1, got {getattr(self, name)}"
             for name in ("prompt_bucket", "check_every")

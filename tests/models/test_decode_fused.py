@@ -5,6 +5,8 @@ norms refreshed in place, and the engine's tokens."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from test_engine import ARCHS, reference_greedy
@@ -13,8 +15,10 @@ from tiny_prompts import prompt_inputs, sharp_model
 from videothinker.models.decode import _rotate_half, decode_step, weights_from_model
 from videothinker.models.decode_fused import (
     additive_mask,
+    cache_attention,
     compiled_fused_layer,
     fused_decode_step,
+    step_mask,
     step_rotary,
 )
 from videothinker.models.engine import DecodeEngine
@@ -55,7 +59,30 @@ def test_step_rotary_rows_and_additive_mask(tiny_model_dir):
     assert mask.flatten().tolist() == [0.0, float("-inf"), 0.0, float("-inf"), float("-inf"), 0.0]
 
 
-def _both_steps(model, dtype, device="cpu"):
+def test_matmul_attention_equals_sdpa_float64():
+    """`cache_attention` both ways on a random cache with masked slots (float64), and the matmul
+    mask's layout: kv head by kv head, each head's query group sharing its row's mask."""
+    gen = torch.Generator().manual_seed(2)
+    n, K, group, S, D = 3, 2, 4, 7, 8
+    q = torch.randn(n, K, group, D, generator=gen, dtype=torch.float64)
+    kv = torch.randn(2, n, K, S, D, generator=gen, dtype=torch.float64)
+    attend = torch.rand(n, S, generator=gen) > 0.4
+    attend[:, 0] = True
+    w = SimpleNamespace(dtype=torch.float64, num_kv_heads=K, num_heads=K * group)
+    sdpa = cache_attention(q, kv, step_mask(attend, w, "sdpa"), 0.3)
+    mask = step_mask(attend, w, "matmul")
+    assert mask.shape == (n * K, group, S)
+    assert torch.equal(mask[K * 2 + 1, 3], additive_mask(attend, torch.float64)[2, 0, 0])  # row 2, head 1
+    matmul = cache_attention(q, kv, mask, 0.3)
+    torch.testing.assert_close(matmul, sdpa, rtol=0, atol=1e-12)
+    scores = torch.einsum("nkgd,nksd->nkgs", q, kv[0]) * 0.3
+    weights = scores.masked_fill(~attend[:, None, None, :], float("-inf")).softmax(-1)
+    torch.testing.assert_close(matmul, torch.einsum("nkgs,nksd->nkgd", weights, kv[1]), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="decode attention"):
+        step_mask(attend, w, "flash")
+
+
+def _both_steps(model, dtype, device="cpu", attention="sdpa"):
     """The simple and the fused step from one cache, tokens and positions: (logits, cache) each."""
     plain, fused = weights_from_model(model, dtype), weights_from_model(model, dtype, fuse=True)
     gen = torch.Generator().manual_seed(0)
@@ -73,7 +100,9 @@ def _both_steps(model, dtype, device="cpu"):
     simple = decode_step(
         plain, tokens, positions, simple_cache[:, 0], simple_cache[:, 1], index, attend.clone()
     )
-    fast = fused_decode_step(fused, tokens, positions, fused_cache, index, attend.clone())
+    fast = fused_decode_step(
+        fused, tokens, positions, fused_cache, index, attend.clone(), attention=attention
+    )
     return (simple, simple_cache), (fast, fused_cache)
 
 
@@ -81,17 +110,19 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
     not torch.cuda.is_available(), reason="needs a CUDA device")])]  # fmt: skip
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fused_step_equals_simple_step(tiny_model_dir, arch, device):
+def test_fused_step_equals_simple_step(tiny_model_dir, arch, device, attention):
     """float32: logits and every cache slot agree to rounding; bf16: the fused step's error against
-    the float64 step is no larger than the simple step's (on a GPU: its fused kernels)."""
+    the float64 step is no larger than the simple step's (on a GPU: its fused kernels); for both
+    ways of attending over the cache."""
     model = sharp_model(tiny_model_dir(arch)).to(device)
-    (simple, simple_cache), (fast, fused_cache) = _both_steps(model, torch.float32, device)
+    (simple, simple_cache), (fast, fused_cache) = _both_steps(model, torch.float32, device, attention)
     torch.testing.assert_close(fast, simple, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused_cache, simple_cache, rtol=1e-5, atol=1e-5)
     (exact, exact_cache), _ = _both_steps(model, torch.float64, device)
-    (simple16, cache16), (fast16, fused16) = _both_steps(model, torch.bfloat16, device)
+    (simple16, cache16), (fast16, fused16) = _both_steps(model, torch.bfloat16, device, attention)
     for fast_out, simple_out, truth in ((fast16, simple16, exact), (fused16, cache16, exact_cache)):
         fast_err = (fast_out.double() - truth.double()).abs().mean()
         simple_err = (simple_out.double() - truth.double()).abs().mean()
@@ -99,8 +130,9 @@ def test_fused_step_equals_simple_step(tiny_model_dir, arch, device):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_compiled_fused_layer_equals_the_eager_one(tiny_model_dir, arch):
+def test_compiled_fused_layer_equals_the_eager_one(tiny_model_dir, arch, attention):
     """rollout.compile with the fused step: the whole layer through torch.compile gives the eager
     fused step's logits and cache writes (float32), with one graph for every layer."""
     from torch._dynamo.utils import counters
@@ -116,11 +148,11 @@ def test_compiled_fused_layer_equals_the_eager_one(tiny_model_dir, arch):
     tokens = torch.randint(0, w.embed.shape[0], (n,), generator=gen)
     args = (tokens, torch.tensor([5, 6, 7]))
     eager_cache, compiled_cache = cache.clone(), cache.clone()
-    eager = fused_decode_step(w, *args, eager_cache, torch.tensor([5]), attend.clone())
+    eager = fused_decode_step(w, *args, eager_cache, torch.tensor([5]), attend.clone(), attention=attention)
     torch._dynamo.reset()  # graphs compiled by earlier tests would be reused, not counted
     counters.clear()
     compiled = fused_decode_step(
-        w, *args, compiled_cache, torch.tensor([5]), attend.clone(), compiled_fused_layer()
+        w, *args, compiled_cache, torch.tensor([5]), attend.clone(), compiled_fused_layer(), attention
     )
     assert counters["stats"]["unique_graphs"] == 1
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
@@ -156,12 +188,13 @@ def test_fused_qwen3_norms_refresh_in_place(tiny_model_dir):
     )
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fused_engine_greedy_equals_generate(tiny_model_dir, arch):
+def test_fused_engine_greedy_equals_generate(tiny_model_dir, arch, attention):
     model = sharp_model(tiny_model_dir(arch))
     processor, inputs = prompt_inputs(tiny_model_dir(arch))
     eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
-    engine = DecodeEngine(model, fuse=True, prompt_bucket=64, check_every=4)
+    engine = DecodeEngine(model, fuse=True, prompt_bucket=64, check_every=4, decode_attention=attention)
     assert engine.fused_step
     got = engine.generate(inputs, 3, max_new_tokens=12, eos_token_ids=eos, pad_token_id=pad, do_sample=False)
     assert torch.equal(got, reference_greedy(model, inputs, processor, 12).repeat_interleave(3, 0))

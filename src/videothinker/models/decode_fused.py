@@ -50,13 +50,46 @@ def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill_(~attend, float("-inf")).view(attend.shape[0], 1, 1, -1)
 
 
+DECODE_ATTENTION = ("sdpa", "matmul")
+
+
+def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") -> torch.Tensor:
+    """The step's mask in the form `cache_attention` computes ``attention`` from: ``sdpa``, the
+    additive [N, 1, 1, S]; ``matmul``, the same expanded to [N*K, Q/K, S] for ``baddbmm``."""
+    mask = additive_mask(attend, w.dtype)
+    if attention == "sdpa":
+        return mask
+    if attention != "matmul":
+        raise ValueError(f"decode attention must be one of {DECODE_ATTENTION}, got {attention!r}")
+    n, K, group = attend.shape[0], w.num_kv_heads, w.num_heads // w.num_kv_heads
+    return mask.expand(n, K, group, attend.shape[1]).reshape(n * K, group, attend.shape[1])
+
+
+def cache_attention(
+    q: torch.Tensor,  # [N, K, Q/K, D]: each kv head's group of query heads
+    kv: torch.Tensor,  # [2, N, K, S, D]
+    mask: torch.Tensor,  # `step_mask`'s: [N, 1, 1, S] (sdpa) or [N*K, Q/K, S] (matmul)
+    scale: float,
+) -> torch.Tensor:  # [N, K, Q/K, D]
+    """Decode attention over the cache, each key and value read once for its group of query heads:
+    one SDPA call (torch picks the kernel), or, for a 3-D mask, two batched products around a
+    softmax (scores ``baddbmm(mask, q, k^T, alpha=scale)``, which cuBLAS spreads over the cache
+    length; the softmax accumulates in float32)."""
+    if mask.dim() == 4:
+        return F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, scale=scale)
+    n, K, group, D = q.shape
+    keys, values = kv[0].reshape(n * K, -1, D), kv[1].reshape(n * K, -1, D)
+    scores = torch.baddbmm(mask, q.reshape(n * K, group, D), keys.transpose(1, 2), alpha=scale)
+    return torch.bmm(scores.softmax(-1), values).view(n, K, group, D)
+
+
 def fused_layer(
     h: torch.Tensor,  # [N, H]
     cos: torch.Tensor,  # [N, Q + 2K, D] (`step_rotary`)
     sin: torch.Tensor,  # [N, Q + 2K, D]
     kv: torch.Tensor,  # [2, N, K, S, D], this layer's cache
     write_index: torch.Tensor,  # [1] int64
-    mask: torch.Tensor,  # [N, 1, 1, S] additive
+    mask: torch.Tensor,  # `step_mask`'s
     lw: LayerWeights,
     w: DecoderWeights,
 ) -> torch.Tensor:  # [N, H]
@@ -74,9 +107,7 @@ def fused_layer(
     rotated = torch.addcmul(proj * cos, proj.roll(D // 2, dims=-1), sin)
     new_kv = rotated[:, Q:].view(n, 2, K, 1, D).transpose(0, 1)  # [2, N, K, 1, D]
     kv.index_copy_(3, write_index, new_kv)
-    attended = F.scaled_dot_product_attention(
-        rotated[:, :Q].view(n, K, Q // K, D), kv[0], kv[1], attn_mask=mask, scale=w.scaling
-    ).reshape(n, Q * D)
+    attended = cache_attention(rotated[:, :Q].view(n, K, Q // K, D), kv, mask, w.scaling).reshape(n, Q * D)
     if lw.o_bias is None:
         h = torch.addmm(h, attended, lw.o.t())
     else:
@@ -130,14 +161,16 @@ def fused_decode_step(
     write_index: torch.Tensor,  # [1] int64
     attend: torch.Tensor,  # [N, S] bool (this step's slot is set here)
     layer: Callable = fused_layer,
+    attention: str = "sdpa",
 ) -> torch.Tensor:  # [N, V] float32 logits
     """`decode_step` over fused weights (``weights_from_model(fuse=True)``) and a joint K/V cache:
     the same inputs, outputs and cache writes, in fewer kernels; capturable in a CUDA graph.
-    ``layer``: `fused_layer`, or `compiled_fused_layer`'s."""
+    ``layer``: `fused_layer`, or `compiled_fused_layer`'s; ``attention``: how `cache_attention`
+    computes (``sdpa`` or ``matmul``, `DECODE_ATTENTION`)."""
     if w.layers[0].qkv is None:
         raise ValueError("fused_decode_step needs weights_from_model(..., fuse=True)")
     attend.index_fill_(1, write_index, True)
-    mask = additive_mask(attend, w.dtype)
+    mask = step_mask(attend, w, attention)
     cos, sin = step_rotary(positions, w)
     h = F.embedding(tokens, w.embed)
     for index, lw in enumerate(w.layers):

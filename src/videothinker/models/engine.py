@@ -44,6 +44,7 @@ from videothinker.models.decode import (
     weights_from_model,
 )
 from videothinker.models.decode_fused import (
+    DECODE_ATTENTION,
     compiled_fused_layer,
     fused_decode_step,
     fused_layer,
@@ -71,6 +72,7 @@ def make_engine(model: torch.nn.Module, rollout, dtype: torch.dtype | None = Non
         check_every=rollout.check_every,
         compile=rollout.compile,
         fuse=fuse,
+        decode_attention=rollout.decode_attention,
     )
     if engine is not None:
         print0(engine.memory_report())
@@ -199,6 +201,8 @@ class DecodeEngine:
         fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`), and
             decode with the fused step (`videothinker.models.decode_fused`: about a third of the
             kernels a layer).
+        decode_attention: the fused step's attention over the cache, ``sdpa`` or ``matmul``
+            (`cache_attention`); the simple step always calls SDPA.
     """
 
     def __init__(
@@ -212,9 +216,13 @@ class DecodeEngine:
         max_states: int = 2,
         compile: bool = False,
         fuse: bool = False,
+        decode_attention: str = "sdpa",
     ):
         if prompt_bucket < 1 or check_every < 1 or max_states < 1:
             raise ValueError("prompt_bucket, check_every and max_states must be >= 1")
+        if decode_attention not in DECODE_ATTENTION:
+            raise ValueError(f"decode_attention must be one of {DECODE_ATTENTION}, got {decode_attention!r}")
+        self.decode_attention = decode_attention
         self.model = model
         self.weights: DecoderWeights = weights_from_model(model, dtype, fuse=fuse)
         self.cuda_graphs = cuda_graphs and self.weights.device.type == "cuda"
@@ -251,6 +259,8 @@ class DecodeEngine:
         graphs = "CUDA graphs" if self.cuda_graphs else "eager steps"
         graphs = f"the fused step, {graphs}" if self.fused_step else graphs
         graphs = f"compiled, {graphs}" if self.compiled else graphs
+        if self.fused_step and self.decode_attention != "sdpa":
+            graphs = f"{self.decode_attention} attention, {graphs}"
         return f"decode engine: reads {weights}; {graphs}; static caches {caches / 2**30:.2f} GiB"
 
     # -------------------------------------------------------------------------------------- decode
@@ -400,7 +410,14 @@ class DecodeEngine:
         """One decode step on the state's buffers, in place: the captured graph's body."""
         if self.fused_step:
             logits = fused_decode_step(
-                self.weights, s.tokens, s.positions, s.kv, s.write_index, s.attend, self.layer
+                self.weights,
+                s.tokens,
+                s.positions,
+                s.kv,
+                s.write_index,
+                s.attend,
+                self.layer,
+                self.decode_attention,
             )
         else:
             logits = decode_step(
