@@ -3,7 +3,8 @@
 # device call of at most 10 minutes on one H200 (torch, transformers, accelerate there; no PyAV, no
 # network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
 #
-#   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families) + ms per
+#   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families; the shared
+#                                  # prompt on SDPA's CUDA kernels) + ms per
 #                                  # decode step (simple, fused, compiled, generate; the floor); the fused
 #                                  # step's kernels by kind and each decode-attention kernel alone
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768):
@@ -26,7 +27,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$O
 case "$part" in
 1)
     python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
-        tests/rl/test_memory.py 2>&1 | tee "$OUT/gpu_tests.txt"
+        tests/rl/test_memory.py tests/rl/test_shared_prompt.py 2>&1 | tee "$OUT/gpu_tests.txt"
     (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 --out "$OUT/decode.json") 2>&1 \
         | tee "$OUT/decode.txt"
     (cd benchmarks && python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \

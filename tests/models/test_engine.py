@@ -134,15 +134,19 @@ def test_unservable_models_are_named(tiny_model_dir):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
-def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, fuse):
+@pytest.mark.parametrize(
+    "step",
+    [{}, {"fuse": True}, {"fuse": True, "decode_attention": "matmul"}, {"fuse": True, "compile": True}],
+    ids=["unfused", "fused", "fused_matmul", "fused_compiled"],
+)
+def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, step):
     model = sharp_model(tiny_model_dir(arch)).to("cuda", torch.bfloat16)
     processor, inputs = prompt_inputs(tiny_model_dir(arch))
     inputs = inputs.to("cuda")
     eos, pad = eos_token_ids(model, processor), processor.tokenizer.pad_token_id
     kwargs = {"max_new_tokens": 16, "eos_token_ids": eos, "pad_token_id": pad, "do_sample": False}
-    graph = DecodeEngine(model, cuda_graphs=True, fuse=fuse)
-    eager = DecodeEngine(model, cuda_graphs=False, fuse=fuse)  # the same step, eagerly
+    graph = DecodeEngine(model, cuda_graphs=True, **step)
+    eager = DecodeEngine(model, cuda_graphs=False, **step)  # the same step, eagerly
     assert torch.equal(graph.generate(inputs, 4, **kwargs), eager.generate(inputs, 4, **kwargs))
     assert graph.graph_captures == 1
     # Sampling: the same seed gives the same draws, whether the call captures a graph (the first) or

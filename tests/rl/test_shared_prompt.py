@@ -311,3 +311,39 @@ def test_a_layout_the_attention_never_read_is_an_error(tiny_qwen2_5_vl_dir, monk
             shared_prompt_logprobs(*call)
     finally:
         AttentionInterface.register(NAME, prompt_attention.shared_prompt_attention)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("padded", [False, True], ids=["one_prompt", "padded_prompts"])
+def test_split_in_float32_and_under_bf16_autocast(tiny_model_dir, padded, device):
+    """float32 values and gradients equal the per-sequence path's; under bf16 autocast (the paper
+    presets: the Qwen rotary leaves q and k in float32 and v in bf16, which the lower-right causal
+    call must cast itself) the shared path's error against float32 is no larger than the
+    per-sequence path's. On CUDA: SDPA's own kernels (causal, lower-right causal, masked)."""
+    model_dir = tiny_model_dir("qwen2_5_vl")
+    model = load_model(model_dir, dtype="float32").to(device).train()
+    if padded:
+        inputs, completion_ids, completion_mask = completion_batch(model_dir, G, T)
+    else:
+        _, inputs = prompt_inputs(model_dir, prompts=["Which object moves first? Think it through."])
+        completion_ids = torch.randint(0, 300, (G, T), generator=torch.Generator().manual_seed(5))
+        completion_mask = torch.ones_like(completion_ids)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
+    weights = torch.randn(completion_ids.shape, generator=torch.Generator().manual_seed(6)).to(device)
+    args = (inputs, completion_ids, completion_mask, weights)
+    per_sequence = _run(model, completion_logprobs, *args)
+    split = _run(model, shared_prompt_logprobs, *args)
+    _assert_same(split, per_sequence, completion_mask, atol=1e-4, grad_atol=1e-4)
+    on = completion_mask.bool()
+    with torch.autocast(device, dtype=torch.bfloat16):
+        per_sequence16 = _run(model, completion_logprobs, *args)[0]
+        split16 = _run(model, shared_prompt_logprobs, *args)[0]
+    truth = per_sequence[0][on]
+    split_err = (split16[on] - truth).abs().mean()
+    per_sequence_err = (per_sequence16[on] - truth).abs().mean()
+    assert split_err <= 1.5 * per_sequence_err + 1e-4, (split_err, per_sequence_err)

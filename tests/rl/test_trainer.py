@@ -357,3 +357,20 @@ def test_shared_prompt_trains_as_the_per_sequence_path(tiny_qwen2_5_vl_dir, lab_
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
         assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
     assert all(torch.allclose(plain_weights[k], shared_weights[k], atol=1e-5) for k in plain_weights)
+
+
+def test_shared_prompt_under_bf16_autocast_with_one_prompt(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+    """The paper presets' precision (fp32 weights, bf16 autocast) with one prompt per step, where the
+    completions attend through the lower-right causal call: a step runs and matches the default
+    path's loss to bf16 rounding."""
+    losses = {}
+    for share in ("false", "true"):
+        out = tmp_path / share
+        args = _train_args(tiny_qwen2_5_vl_dir, lab_records, max_steps=1)
+        extra = ["--set", "grpo.bf16=true", "--set", "grpo.per_device_train_batch_size=1"]
+        extra += ["--set", "grpo.beta=0.04", "--set", f"grpo.share_prompt={share}"]
+        assert main(["train", "--stage", "grpo", "--out", str(out), *args, *extra]) == 0
+        (row,) = _rows(out)
+        losses[share] = row["loss"]
+    assert np.isfinite(losses["true"])
+    assert losses["true"] == pytest.approx(losses["false"], abs=2e-2)

@@ -171,21 +171,26 @@ def split_attention(
         shared = x[:, :, :P].unsqueeze(1).expand(B, G, K, P, D)
         return torch.cat([shared, own(x, K)], dim=3).reshape(B * G, K, P + n, D)
 
+    queries, keys, values = own(query, H).reshape(B * G, H, n, D), with_prompt(key), with_prompt(value)
     if eager or layout.padded or n == 1:
         mask = layout.cached("completion_mask", additive)
     else:  # every prompt key valid: the pattern is causal aligned to the last key, which SDPA's
         # causal kernels run without a mask, skipping what lies above the diagonal
         mask = causal_lower_right(n, P + n)
-    completion_out, _ = base(
-        module,
-        own(query, H).reshape(B * G, H, n, D),
-        with_prompt(key),
-        with_prompt(value),
-        mask,
-        is_causal=False,
-        **kwargs,
-    )  # [B*G, n, H, D]
+        queries, keys, values = _autocast_dtype(queries, keys, values)
+    completion_out, _ = base(module, queries, keys, values, mask, is_causal=False, **kwargs)  # [B*G, n, H, D]
     return torch.cat([prompt_out, completion_out.reshape(B, G * n, H, D)], dim=1), None
+
+
+def _autocast_dtype(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in the dtype autocast would give SDPA, if it is on. ``causal_lower_right`` takes
+    the SDPA call before autocast casts its inputs, and refuses mixed dtypes (under bf16 autocast the
+    Qwen rotary leaves q and k in float32, v in bf16)."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) for t in tensors)
 
 
 def shared_prompt_attention(module, query, key, value, attention_mask, *, shared_prompt=None, **kwargs):
