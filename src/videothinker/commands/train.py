@@ -28,7 +28,9 @@ flags below. The resolved config is written to OUT/config.yaml.
 Sampling runs on the decode engine (one prefill per prompt, a static KV cache, the decode step
 replayed as a CUDA graph on a GPU; the fused step, a third of the kernels, where the engine copies
 the weights anyway: fp32 masters, LoRA, FSDP; rollout.fused_step=true/false forces it either way);
---set rollout.engine=generate samples with transformers' generate instead. Bad media stop the run
+--set rollout.engine=generate samples with transformers' generate instead. --set share_prompt=true
+runs each prompt once for its G completions in the log-prob passes, not once per completion (the
+same log-probs; sdpa or eager attention; off by default until timed on a GPU). Bad media stop the run
 before any model loads, with a count and the first paths; --set data.skip_invalid=true leaves those
 records out (docs/TRAINING.md).
 
