@@ -359,10 +359,25 @@ def test_shared_prompt_trains_as_the_per_sequence_path(tiny_qwen2_5_vl_dir, lab_
     assert all(torch.allclose(plain_weights[k], shared_weights[k], atol=1e-5) for k in plain_weights)
 
 
-def test_shared_prompt_under_bf16_autocast_with_one_prompt(tiny_qwen2_5_vl_dir, lab_records, tmp_path):
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process: a bf16 run after the fp32 runs of
+    other tests needs its state reset (and the tests after it, again)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_shared_prompt_under_bf16_autocast_with_one_prompt(
+    tiny_qwen2_5_vl_dir, lab_records, tmp_path, fresh_accelerator_state
+):
     """The paper presets' precision (fp32 weights, bf16 autocast) with one prompt per step, where the
     completions attend through the lower-right causal call: a step runs and matches the default
     path's loss to bf16 rounding."""
+    from accelerate.state import AcceleratorState
+
     losses = {}
     for share in ("false", "true"):
         out = tmp_path / share
@@ -370,6 +385,7 @@ def test_shared_prompt_under_bf16_autocast_with_one_prompt(tiny_qwen2_5_vl_dir, 
         extra = ["--set", "grpo.bf16=true", "--set", "grpo.per_device_train_batch_size=1"]
         extra += ["--set", "grpo.beta=0.04", "--set", f"grpo.share_prompt={share}"]
         assert main(["train", "--stage", "grpo", "--out", str(out), *args, *extra]) == 0
+        AcceleratorState._reset_state(reset_partial_state=True)
         (row,) = _rows(out)
         losses[share] = row["loss"]
     assert np.isfinite(losses["true"])
