@@ -4,9 +4,10 @@
 # network, no installed package: the code runs from src/). Raw JSON and logs go to $OUT (or runs/gpu).
 #
 #   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families; the shared
-#                                  # prompt on SDPA's CUDA kernels) + ms per
-#                                  # decode step (simple, fused, compiled, generate; the floor); the fused
-#                                  # step's kernels by kind and each decode-attention kernel alone
+#                                  # prompt on SDPA's CUDA kernels); the fused step's kernels by kind and each
+#                                  # decode-attention kernel alone (WITH_DECODE=1: then part 5 too)
+#   bash scripts/gpu_engine.sh 5   # ms per decode step: simple, fused (SDPA or matmul attention), compiled,
+#                                  # generate; the floor (DECODE_PATHS=...: fewer paths)
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768):
 #                                  # lean, shared prompt (split and dense attention), the reference code's way,
 #                                  # each policy pass profiled (kernels by kind, forward/backward, the floor);
@@ -22,16 +23,19 @@ cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
-part=${1:?which part: 1, 2, 3 or 4}
+part=${1:?which part: 1, 2, 3, 4 or 5}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
     python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
         tests/rl/test_memory.py tests/rl/test_shared_prompt.py 2>&1 | tee "$OUT/gpu_tests.txt"
-    (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 --out "$OUT/decode.json") 2>&1 \
-        | tee "$OUT/decode.txt"
     (cd benchmarks && python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
         | tee "$OUT/decode_breakdown.txt"
+    [[ "${WITH_DECODE:-0}" == 1 ]] && bash "$0" 5
+    ;;
+5)
+    (cd benchmarks && python decode.py --t1 32 --t2 160 --repeats 2 ${DECODE_PATHS:+--paths "$DECODE_PATHS"} \
+        --out "$OUT/decode.json") 2>&1 | tee "$OUT/decode.txt"
     ;;
 2)
     [[ "${PAPER_ONLY:-0}" == 1 ]] || (cd benchmarks && python cdpo_step.py --repeats 2 \
