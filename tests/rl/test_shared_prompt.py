@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_logprobs import G, T, _grads
 
 from tiny_prompts import completion_batch, prompt_inputs
 from videothinker.models import prompt_attention
@@ -22,8 +23,6 @@ from videothinker.rl.shared_prompt import (
     shared_prompt_logprobs,
 )
 from videothinker.rl.types import Rollout, VideoInputs
-
-G, T = 3, 6
 
 
 # ------------------------------------------------------------------------------------ hand-worked
@@ -71,22 +70,6 @@ def test_additive_mask_of_the_layout_is_zero_where_allowed():
 
 
 # ------------------------------------------------------------------------------ against the model
-def _run(model, fn, inputs, completion_ids, completion_mask, weights, **kwargs):
-    model.zero_grad()
-    out = fn(
-        model,
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        completion_ids,
-        completion_mask,
-        VideoInputs.from_batch(inputs),
-        G,
-        **kwargs,
-    )
-    (out * weights * completion_mask).sum().backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
 def _assert_same(a, b, mask, atol, grad_atol=None):
     """Values equal to ``atol``, gradients (relative to their largest) to ``grad_atol``. In float64
     the values agree bitwise, but the gradients only to float32 rounding: the models' RMSNorm and
@@ -114,9 +97,9 @@ def test_split_equals_dense_and_per_sequence_float64(tiny_model_dir, arch):
     )
     args = (inputs, completion_ids, completion_mask, weights)
     kw = {"temperature": 0.7, "chunk_size": 4}
-    per_sequence = _run(model, completion_logprobs, *args, **kw)
-    split = _run(model, shared_prompt_logprobs, *args, **kw)
-    dense = _run(model, shared_prompt_logprobs, *args, attention="dense", **kw)
+    per_sequence = _grads(model, completion_logprobs, *args, **kw)
+    split = _grads(model, shared_prompt_logprobs, *args, **kw)
+    dense = _grads(model, shared_prompt_logprobs, *args, attention="dense", **kw)
     assert split[0].shape == (2 * G, T)
     assert any(".visual." in name for name in split[1])  # the tower is trained through the features
     _assert_same(split, per_sequence, completion_mask, atol=1e-10, grad_atol=1e-6)
@@ -140,11 +123,13 @@ def test_one_unpadded_prompt_runs_the_causal_kernel_and_equals_per_sequence(
     real = prompt_attention.causal_lower_right
     monkeypatch.setattr(prompt_attention, "causal_lower_right", lambda *a: masks.append(a) or real(*a))
     args = (inputs, completion_ids, completion_mask, weights)
-    split = _run(model, shared_prompt_logprobs, *args)
+    split = _grads(model, shared_prompt_logprobs, *args)
     assert masks and masks[0] == (T - 1, inputs["input_ids"].shape[1] + T - 1)
-    _assert_same(split, _run(model, completion_logprobs, *args), completion_mask, atol=1e-10, grad_atol=1e-6)
     _assert_same(
-        split, _run(model, shared_prompt_logprobs, *args, attention="dense"), completion_mask, 1e-10, 1e-6
+        split, _grads(model, completion_logprobs, *args), completion_mask, atol=1e-10, grad_atol=1e-6
+    )
+    _assert_same(
+        split, _grads(model, shared_prompt_logprobs, *args, attention="dense"), completion_mask, 1e-10, 1e-6
     )
 
 
@@ -155,20 +140,11 @@ def test_split_equals_naive_with_checkpointing_and_entropy(tiny_qwen2_5_vl_dir):
     inputs, completion_ids, completion_mask = completion_batch(tiny_qwen2_5_vl_dir, G, T)
     weights = torch.randn(completion_ids.shape, generator=torch.Generator().manual_seed(4))
     args = (inputs, completion_ids, completion_mask, weights)
-    split = _run(model, lambda *a, **k: shared_prompt_logprobs(*a, **k)[0], *args, entropy=True)
-    naive = _run(model, lambda *a, **k: naive_completion_logprobs(*a, **k)[0], *args, entropy=True)
+    split = _grads(model, lambda *a, **k: shared_prompt_logprobs(*a, **k)[0], *args, entropy=True)
+    naive = _grads(model, lambda *a, **k: naive_completion_logprobs(*a, **k)[0], *args, entropy=True)
     _assert_same(split, naive, completion_mask, atol=1e-5)
-    video = VideoInputs.from_batch(inputs)
     with torch.no_grad():
-        call = (
-            model,
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            completion_ids,
-            completion_mask,
-            video,
-            G,
-        )
+        call = _call(model, inputs, completion_ids, completion_mask)
         _, split_entropy = shared_prompt_logprobs(*call, entropy=True)
         _, naive_entropy = naive_completion_logprobs(*call, entropy=True)
     on = completion_mask.bool()
@@ -226,16 +202,13 @@ def _model_and_call(model_dir):
     """The tiny float32 model and the positional arguments of a log-prob call on `completion_batch`."""
     model = load_model(model_dir, dtype="float32")
     inputs, completion_ids, completion_mask = completion_batch(model_dir, G, T)
+    return model, _call(model, inputs, completion_ids, completion_mask)
+
+
+def _call(model, inputs, completion_ids, completion_mask) -> tuple:
+    """The positional arguments of a log-prob call on these inputs and completions."""
     video = VideoInputs.from_batch(inputs)
-    return model, (
-        model,
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        completion_ids,
-        completion_mask,
-        video,
-        G,
-    )
+    return (model, inputs["input_ids"], inputs["attention_mask"], completion_ids, completion_mask, video, G)
 
 
 def test_install_leaves_other_calls_as_they_were(tiny_qwen2_5_vl_dir):
@@ -336,13 +309,13 @@ def test_split_in_float32_and_under_bf16_autocast(tiny_model_dir, padded, device
     completion_ids, completion_mask = completion_ids.to(device), completion_mask.to(device)
     weights = torch.randn(completion_ids.shape, generator=torch.Generator().manual_seed(6)).to(device)
     args = (inputs, completion_ids, completion_mask, weights)
-    per_sequence = _run(model, completion_logprobs, *args)
-    split = _run(model, shared_prompt_logprobs, *args)
+    per_sequence = _grads(model, completion_logprobs, *args)
+    split = _grads(model, shared_prompt_logprobs, *args)
     _assert_same(split, per_sequence, completion_mask, atol=1e-4, grad_atol=1e-4)
     on = completion_mask.bool()
     with torch.autocast(device, dtype=torch.bfloat16):
-        per_sequence16 = _run(model, completion_logprobs, *args)[0]
-        split16 = _run(model, shared_prompt_logprobs, *args)[0]
+        per_sequence16 = _grads(model, completion_logprobs, *args)[0]
+        split16 = _grads(model, shared_prompt_logprobs, *args)[0]
     truth = per_sequence[0][on]
     split_err = (split16[on] - truth).abs().mean()
     per_sequence_err = (per_sequence16[on] - truth).abs().mean()

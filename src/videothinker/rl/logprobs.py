@@ -138,6 +138,28 @@ def _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask, num_
         )
 
 
+def prompt_and_completion_positions(
+    body: torch.nn.Module,
+    prompt_ids: torch.Tensor,  # [B, P]
+    prompt_mask: torch.Tensor,  # [B, P]
+    completion_tokens: int,
+    video: VideoInputs | None,
+) -> torch.Tensor | None:  # [3, B, P + completion_tokens], or None for text-only prompts
+    """The model's M-RoPE position ids of each prompt followed by ``completion_tokens`` text
+    tokens. Text positions do not depend on the token values, so one set serves all G completions
+    of a prompt (the EOS-masked tail differs from the naive path's; nothing reads it)."""
+    text_slots = prompt_ids.new_zeros(
+        prompt_ids.shape[0], completion_tokens
+    )  # token 0 is text in every Qwen vocabulary
+    position_ids, _ = rope_position_ids(
+        body,
+        torch.cat([prompt_ids, text_slots], dim=1),
+        torch.cat([prompt_mask, torch.ones_like(text_slots)], dim=1),
+        video,
+    )
+    return position_ids
+
+
 def completion_logprobs(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,  # [B, P] left padded
@@ -202,15 +224,7 @@ def completion_logprobs(
     inputs_embeds = torch.cat([prompt_embeds.repeat_interleave(G, dim=0), completion_embeds], dim=1)
     attention_mask = torch.cat([prompt_mask.repeat_interleave(G, dim=0), completion_mask[:, :-1]], dim=1)
 
-    # Text positions do not depend on the token values, so the B prompts + T text slots give the
-    # positions of all B*G sequences (the EOS-masked tail differs from the naive path; unread).
-    text_slots = prompt_ids.new_zeros(B, T - 1)  # token 0 is text in every Qwen vocabulary
-    position_ids, _ = rope_position_ids(
-        body,
-        torch.cat([prompt_ids, text_slots], dim=1),
-        torch.cat([prompt_mask, torch.ones_like(text_slots)], dim=1),
-        video,
-    )  # [3, B, P+T-1] or None
+    position_ids = prompt_and_completion_positions(body, prompt_ids, prompt_mask, T - 1, video)
     extra = {}
     if position_ids is not None:
         extra["position_ids"] = position_ids.repeat_interleave(G, dim=1)  # [3, B*G, P+T-1]

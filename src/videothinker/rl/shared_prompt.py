@@ -23,11 +23,16 @@ from videothinker.models.prompt_attention import PromptLayout, install, unavaila
 from videothinker.models.vision import (
     embed_prompts,
     encode_visuals,
-    rope_position_ids,
     shares_features,
     vlm_body,
 )
-from videothinker.rl.logprobs import DEFAULT_CHUNK_SIZE, _check_shapes, completion_logprobs, head_logprobs
+from videothinker.rl.logprobs import (
+    DEFAULT_CHUNK_SIZE,
+    _check_shapes,
+    completion_logprobs,
+    head_logprobs,
+    prompt_and_completion_positions,
+)
 from videothinker.rl.types import Rollout, VideoInputs
 
 ATTENTION = ("split", "dense")
@@ -74,7 +79,9 @@ def shared_prompt_logprobs(
         raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     _check_shapes(prompt_ids, prompt_mask, completion_ids, completion_mask, num_generations)
     args = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, video, num_generations)
-    if (reason := shares_features(model) or unavailable(model)) is not None:
+    if shares_features(model) is not None:  # it warns once and takes the naive path
+        return completion_logprobs(*args, temperature=temperature, chunk_size=chunk_size, entropy=entropy)
+    if (reason := unavailable(model)) is not None:
         if reason not in _warned:
             _warned.add(reason)
             warn(f"shared-prompt log-probs unavailable ({reason}); computing the prompt once per completion")
@@ -91,14 +98,8 @@ def shared_prompt_logprobs(
         [prompt_embeds, completion_embeds.reshape(B, G * n, prompt_embeds.shape[-1])], dim=1
     )  # [B, L, D]
 
-    text_slots = prompt_ids.new_zeros(B, n)  # token 0 is text in every Qwen vocabulary
-    position_ids, _ = rope_position_ids(
-        body,
-        torch.cat([prompt_ids, text_slots], dim=1),
-        torch.cat([prompt_mask, torch.ones_like(text_slots)], dim=1),
-        video,
-    )  # [3, B, P + n], or None for text-only prompts: then the forward's own arange positions
-    if position_ids is None:
+    position_ids = prompt_and_completion_positions(body, prompt_ids, prompt_mask, n, video)
+    if position_ids is None:  # text-only prompts: the forward's own arange positions
         position_ids = torch.arange(P + n, device=prompt_ids.device).expand(B, -1)
     extra = {"position_ids": packed_positions(position_ids, P, G)}
     if deepstack is not None:
