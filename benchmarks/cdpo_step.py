@@ -296,10 +296,11 @@ def main() -> None:
             loss.backward()
             optimizer.zero_grad(set_to_none=True)
 
-        checkpointing = not args.no_gradient_checkpointing
+        layers = config.text_config.num_hidden_layers
+        recomputed = 0.0 if args.no_gradient_checkpointing else (args.checkpoint_layers or layers) / layers
         out = {"phases": profile_pass(forward, backward, device), "text_positions": positions}
         out["peak_tflops"] = args.peak_tflops
-        out["linear_floor_ms"] = linear_floor_ms(config, positions, checkpointing, args.peak_tflops * 1e12)
+        out["linear_floor_ms"] = linear_floor_ms(config, positions, recomputed, args.peak_tflops * 1e12)
         return out
 
     rollout = sample("lean")  # warm-up of the sampling path; its completions feed both update paths

@@ -6,7 +6,7 @@ backward, so every kernel is counted in the phase it ran in (the recompute of gr
 checkpointing runs in the backward). Kinds are decode_breakdown.py's (matrix product, attention,
 norm, copy, elementwise/other). The floor counts the text model's weight products only (the vision
 tower and the LM head are left out): 2 x parameters FLOP per position forward, twice that backward,
-once more where checkpointing recomputes the forward, at the GPU's dense bf16 peak.
+once more in the layers checkpointing recomputes, at the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ def text_linear_params(config) -> int:
     return t.num_hidden_layers * (q + kv + o + mlp)
 
 
-def linear_floor_ms(config, positions: int, checkpointing: bool, peak_flops: float) -> float:
+def linear_floor_ms(config, positions: int, recomputed: float, peak_flops: float) -> float:
     """Milliseconds the text model's products need at ``peak_flops`` for one forward+backward over
-    ``positions`` (forward 2 P, backward 4 P, recompute 2 P FLOP per position, P the parameters)."""
-    passes = 2 + 4 + (2 if checkpointing else 0)
+    ``positions`` (forward 2 P, backward 4 P, recompute 2 P FLOP per position, P the parameters);
+    ``recomputed``: the share of decoder layers gradient checkpointing recomputes (0 to 1)."""
+    passes = 2 + 4 + 2 * recomputed
     return passes * text_linear_params(config) * positions / peak_flops * 1e3
 
 

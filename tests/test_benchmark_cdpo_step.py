@@ -56,5 +56,7 @@ def test_linear_floor_by_hand():
     # 10 positions, checkpointing: (2 + 4 + 2) x 432 x 10 FLOP at 1000 FLOP/s = 34.56 s
     assert linear_floor_ms(small, 10, True, 1e3) == pytest.approx(34560)
     assert linear_floor_ms(small, 10, False, 1e3) == pytest.approx(25920)
+    # half the layers recompute: (2 + 4 + 1) x 432 x 10 FLOP at 1000 FLOP/s
+    assert linear_floor_ms(small, 10, 0.5, 1e3) == pytest.approx(30240)
     # Qwen2.5-VL-3B: 36 x (2048^2 + 2 x 2048 x 256 + 2048^2 + 3 x 2048 x 11008)
     assert text_linear_params(qwen2_5_vl_3b_config()) == 2_774_532_096
