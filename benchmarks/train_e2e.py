@@ -70,6 +70,27 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         ["grpo.share_prompt=true", "model.gradient_checkpointing=false"],
     ),
+    # ... with the decode candidates of decode.py: the fused layer compiled whole, matmul attention over the cache
+    "3b_fp32_master_shared_nockpt_compiled": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "model.gradient_checkpointing=false", "rollout.compile=true"],
+    ),
+    "3b_fp32_master_shared_nockpt_matmul": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "model.gradient_checkpointing=false", "rollout.decode_attention=matmul"],
+    ),
+    "3b_fp32_master_shared_nockpt_compiled_matmul": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        [
+            "grpo.share_prompt=true",
+            "model.gradient_checkpointing=false",
+            "rollout.compile=true",
+            "rollout.decode_attention=matmul",
+        ],
+    ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",
