@@ -17,7 +17,7 @@
 #                                  # recomputing; RUNS=... (benchmarks/train_e2e.py lists the runs)
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer (PEERS=trl,unsloth: and Unsloth's) vs videothinker on
 #                                  # the image task (wheels in .whl/: trl_wheels.sh, or unsloth_wheels.sh);
-#                                  # OURS_SET=key=value: one setting for ours (e.g. share_prompt=true)
+#                                  # OURS_SET='key=value ...': settings for ours (e.g. grpo.share_prompt=true)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
@@ -54,8 +54,10 @@ case "$part" in
 4)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site-packages .whl/*.whl || exit 1
+    sets=()
+    for item in ${OURS_SET:-}; do sets+=(--set "$item"); done
     PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --peers "${PEERS:-trl}" \
-        ${OURS_SET:+--set "$OURS_SET"} --out "$OUT/trl_image_grpo.json" \
+        "${sets[@]}" --out "$OUT/trl_image_grpo.json" \
         2>&1 | tee "$OUT/trl_image_grpo.txt"
     ;;
 *)
