@@ -18,12 +18,15 @@
 #   bash scripts/gpu_engine.sh 4   # TRL's GRPOTrainer (PEERS=trl,unsloth: and Unsloth's) vs videothinker on
 #                                  # the image task (wheels in .whl/: trl_wheels.sh, or unsloth_wheels.sh);
 #                                  # OURS_SET='key=value ...': settings for ours (e.g. grpo.share_prompt=true)
+#   bash scripts/gpu_engine.sh q   # where one call is all a session gets (under 10 minutes): the paper preset as
+#                                  # it runs and with the shared prompt without recompute (decode as it runs, or
+#                                  # compiled whole); three decode paths; the decode GPU tests
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
-part=${1:?which part: 1, 2, 3, 4 or 5}
+part=${1:?which part: 1, 2, 3, 4, 5 or q}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
@@ -59,6 +62,13 @@ case "$part" in
     PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --peers "${PEERS:-trl}" \
         "${sets[@]}" --out "$OUT/trl_image_grpo.json" \
         2>&1 | tee "$OUT/trl_image_grpo.txt"
+    ;;
+q)
+    RUNS=3b_fp32_master,3b_fp32_master_shared_nockpt,3b_fp32_master_shared_nockpt_compiled \
+        timeout 320 bash "$0" 3
+    DECODE_PATHS=engine_graph_fused,engine_graph_fused_compiled,engine_graph_fused_matmul timeout 150 bash "$0" 5
+    timeout 100 python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py \
+        tests/models/test_decode_fused.py 2>&1 | tee "$OUT/gpu_tests.txt"
     ;;
 *)
     echo "unknown part $part" >&2
