@@ -36,6 +36,9 @@ import threading
 import time
 from pathlib import Path
 
+# each prompt once in every log-prob pass, no recompute: the update at its leanest (with each decode candidate)
+SHARED_NOCKPT = ["grpo.share_prompt=true", "model.gradient_checkpointing=false"]
+
 # name -> (model size, preset, extra --set overrides). The presets are the ones users run.
 RUNS: dict[str, tuple[str, str, list[str]]] = {
     # the paper preset: fp32 weights, fused AdamW; since 2026-12-05 it decodes with the fused step
@@ -65,31 +68,22 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         ["grpo.share_prompt=true", "model.checkpoint_layers=12"],
     ),
-    "3b_fp32_master_shared_nockpt": (
-        "3b",
-        "paper_qwen2_5_vl_3b_cdpo",
-        ["grpo.share_prompt=true", "model.gradient_checkpointing=false"],
-    ),
+    "3b_fp32_master_shared_nockpt": ("3b", "paper_qwen2_5_vl_3b_cdpo", SHARED_NOCKPT),
     # ... with the decode candidates of decode.py: the fused layer compiled whole, matmul attention over the cache
     "3b_fp32_master_shared_nockpt_compiled": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        ["grpo.share_prompt=true", "model.gradient_checkpointing=false", "rollout.compile=true"],
+        [*SHARED_NOCKPT, "rollout.compile=true"],
     ),
     "3b_fp32_master_shared_nockpt_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        ["grpo.share_prompt=true", "model.gradient_checkpointing=false", "rollout.decode_attention=matmul"],
+        [*SHARED_NOCKPT, "rollout.decode_attention=matmul"],
     ),
     "3b_fp32_master_shared_nockpt_compiled_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        [
-            "grpo.share_prompt=true",
-            "model.gradient_checkpointing=false",
-            "rollout.compile=true",
-            "rollout.decode_attention=matmul",
-        ],
+        [*SHARED_NOCKPT, "rollout.compile=true", "rollout.decode_attention=matmul"],
     ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
