@@ -107,6 +107,15 @@ def main() -> None:
         help="the engine's rollout.fused_step (auto: fused where it copies the weights anyway, as the trainer)",
     )
     parser.add_argument(
+        "--decode-attention",
+        choices=["sdpa", "matmul"],
+        default="sdpa",
+        help="the fused step's attention over the cache (rollout.decode_attention)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="rollout.compile: the fused layer compiled whole"
+    )
+    parser.add_argument(
         "--master-fp32",
         action="store_true",
         help="fp32 policy weights with bf16 autocast (the paper presets)",
@@ -161,7 +170,10 @@ def main() -> None:
         from videothinker.models.engine import make_engine
 
         fused = {"auto": None, "true": True, "false": False}[args.fused_step]
-        engine = make_engine(policy, RolloutConfig(fused_step=fused), torch.bfloat16)
+        rollout = RolloutConfig(
+            fused_step=fused, decode_attention=args.decode_attention, compile=args.compile
+        )
+        engine = make_engine(policy, rollout, torch.bfloat16)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.master_fp32)
     video = dict(frames=4, height=56, width=56, prompt_tokens=40) if args.tiny else {}
     inputs = video_prompt(config, device, **video)
@@ -316,6 +328,8 @@ def main() -> None:
         "policy_only": args.policy_only,
         "engine": args.engine,
         "fused_step": engine is not None and engine.fused_step,
+        "decode_attention": args.decode_attention,
+        "compile": args.compile,
         "master_fp32": args.master_fp32,
         "engine_copy_gib": 0.0 if engine is None else engine.weights.copy_bytes / 2**30,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

@@ -85,6 +85,22 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         [*SHARED_NOCKPT, "rollout.compile=true", "rollout.decode_attention=matmul"],
     ),
+    # the shared prompt with recompute (the paper preset's memory) and the fastest decode candidates
+    "3b_fp32_master_shared_compiled_matmul": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "rollout.compile=true", "rollout.decode_attention=matmul"],
+    ),
+    "3b_fp32_master_shared_ckpt12_compiled_matmul": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        [
+            "grpo.share_prompt=true",
+            "model.checkpoint_layers=12",
+            "rollout.compile=true",
+            "rollout.decode_attention=matmul",
+        ],
+    ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
         "3b",
