@@ -9,13 +9,15 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 - engine_graph:   `DecodeEngine`, the decode step captured in a CUDA graph and replayed;
 - engine_graph_compiled: the same with each layer's parts around attention through torch.compile
                   (``rollout.compile=true``);
-- engine_graph_fused: the graph path with the fused step (``rollout.fused_step=true``: q/k/v and
+- engine_graph_fused: the graph path with the fused step (``rollout.fused_step=true``, SDPA over the cache,
+                  ``rollout.decode_attention=sdpa``: q/k/v and
                   gate/up one product each, F.rms_norm, one rotary, one cache write a layer;
                   for bf16 weights a fused copy of them);
 - engine_graph_fused_compiled: the fused step with its whole layer through torch.compile
                   (``rollout.fused_step=true``, ``rollout.compile=true``);
 - engine_graph_fused_matmul: the fused step attending over the cache with two batched products
-                  around a softmax (``rollout.decode_attention=matmul``); _compiled_matmul: and compiled;
+                  around a softmax (``rollout.decode_attention=matmul``, the default since 2026-12-05);
+                  _compiled_matmul: and compiled;
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -89,11 +91,11 @@ def main() -> None:
     }
     if "engine_graph_fused" in args.paths.split(","):
         engines["engine_graph_fused"] = DecodeEngine(
-            model, dtype=torch.bfloat16, fuse=True, check_every=1 << 30
+            model, dtype=torch.bfloat16, fuse=True, decode_attention="sdpa", check_every=1 << 30
         )
     if "engine_graph_fused_compiled" in args.paths.split(","):
         engines["engine_graph_fused_compiled"] = DecodeEngine(
-            model, dtype=torch.bfloat16, fuse=True, compile=True, check_every=1 << 30
+            model, dtype=torch.bfloat16, fuse=True, compile=True, decode_attention="sdpa", check_every=1 << 30
         )
     for name, compiled in (
         ("engine_graph_fused_matmul", False),

@@ -418,10 +418,10 @@ class RolloutConfig:
     )
 
     decode_attention: str = _field(
-        "sdpa",
-        "graph engine, fused step: the attention over the KV cache: sdpa (one SDPA call, torch picks the "
-        "kernel) | matmul (two batched products around a softmax, spread over the cache length); the "
-        "simple step always calls SDPA",
+        "matmul",
+        "graph engine, fused step: the attention over the KV cache: matmul (two batched products around a "
+        "softmax, spread over the cache length; 4.04 ms a decode step against SDPA's 4.78 on an H200) | "
+        "sdpa (one SDPA call, torch picks the kernel); the simple step always calls SDPA",
     )
 
     def problems(self) -> list[str]:

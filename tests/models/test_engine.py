@@ -136,8 +136,13 @@ def test_unservable_models_are_named(tiny_model_dir):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize(
     "step",
-    [{}, {"fuse": True}, {"fuse": True, "decode_attention": "matmul"}, {"fuse": True, "compile": True}],
-    ids=["unfused", "fused", "fused_matmul", "fused_compiled"],
+    [
+        {},
+        {"fuse": True, "decode_attention": "sdpa"},
+        {"fuse": True, "decode_attention": "matmul"},
+        {"fuse": True, "compile": True},
+    ],
+    ids=["unfused", "fused_sdpa", "fused_matmul", "fused_compiled"],
 )
 def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, step):
     model = sharp_model(tiny_model_dir(arch)).to("cuda", torch.bfloat16)

@@ -201,8 +201,8 @@ class DecodeEngine:
         fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`), and
             decode with the fused step (`videothinker.models.decode_fused`: about a third of the
             kernels a layer).
-        decode_attention: the fused step's attention over the cache, ``sdpa`` or ``matmul``
-            (`cache_attention`); the simple step always calls SDPA.
+        decode_attention: the fused step's attention over the cache, ``matmul`` (the default: faster on
+            an H200, docs/PERFORMANCE.md) or ``sdpa`` (`cache_attention`); the simple step always calls SDPA.
     """
 
     def __init__(
@@ -216,7 +216,7 @@ class DecodeEngine:
         max_states: int = 2,
         compile: bool = False,
         fuse: bool = False,
-        decode_attention: str = "sdpa",
+        decode_attention: str = "matmul",
     ):
         if prompt_bucket < 1 or check_every < 1 or max_states < 1:
             raise ValueError("prompt_bucket, check_every and max_states must be >= 1")
