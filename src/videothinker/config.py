@@ -270,13 +270,14 @@ class GRPOConfig:
         "optimizer steps per batch of samples (TRL num_iterations, mu); 1: old_logprobs = logprobs.detach()",
     )
     share_prompt: bool = _field(
-        False,
+        True,
         "log-prob passes (policy, reference, anchor, old policy) run each prompt once for its G completions, "
         "not once per completion: one sequence [prompt | completion 1 | ... | completion G], each completion "
         "attending to the prompt and its own tokens (rl/shared_prompt.py); the same log-probs and gradients, "
         "(G-1) x prompt tokens fewer through every layer; needs model.attn_implementation sdpa or eager "
         "(others fall back with a warning); with model.lora_dropout > 0 the prompt's dropout is drawn once "
-        "for its G completions, not once per completion",
+        "for its G completions, not once per completion; on by default since 2026-12-05 (on an H200 the "
+        "update is faster at no more memory, docs/PERFORMANCE.md); false: one sequence per completion",
     )
     reward_funcs: list[str] = _field(
         ["accuracy", "format"],

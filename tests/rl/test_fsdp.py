@@ -14,6 +14,7 @@ layout within a relative 1e-6 (measured: equal).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -165,6 +166,19 @@ def test_sharded_run_equals_one_process_with_the_same_global_batch(
     ckpt = sharded_run / "checkpoint-2"
     assert sorted(p.name for p in ckpt.glob("optimizer*")) == ["optimizer-rank0.pt", "optimizer-rank1.pt"]
     assert json.loads((ckpt / "trainer_state.json").read_text())["world_size"] == 2
+
+
+@needs_torchrun
+def test_two_sharded_processes_run_the_shared_prompt_under_bf16(tiny_qwen2_5_vl_dir, records, tmp_path):
+    """grpo.share_prompt under FSDP2 on two processes with bf16 compute (fp32 masters, as the paper
+    presets): the layers' forward hooks cast their inputs and so copy the layout with them; the
+    attention still reads it in every layer (the trainer's own check stops a run where it did not)."""
+    out = tmp_path / "shared"
+    overrides = ("distributed.strategy=fsdp", "grpo.share_prompt=true", "grpo.bf16=true")
+    done = _launch(2, _args(tiny_qwen2_5_vl_dir, records, out, *overrides))
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = _rows(out)
+    assert len(rows) == STEPS and all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
 
 
 @needs_torchrun

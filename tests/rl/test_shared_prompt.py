@@ -69,6 +69,21 @@ def test_additive_mask_of_the_layout_is_zero_where_allowed():
     assert layout.cached("dense_mask", torch.float32) is additive  # made once per layout
 
 
+def test_a_copied_layout_shares_its_call_count_and_masks():
+    """FSDP2's forward hooks rebuild a layer's inputs with `_apply_to_tensors`, which copies
+    dataclasses: each layer then sees a copy of the layout, whose attention calls must still count
+    on the original (the check that the attention read the layout) and whose masks stay made once."""
+    from torch.distributed.utils import _apply_to_tensors
+
+    layout = PromptLayout(torch.ones(1, 2, dtype=torch.bool), generations=2, completion_length=1)
+    copy = _apply_to_tensors(lambda t: t.clone(), {"shared_prompt": layout})["shared_prompt"]
+    assert copy is not layout and copy.prompt_valid is not layout.prompt_valid
+    copy.calls += 1
+    copy.calls += 1
+    assert layout.calls == 2
+    assert copy.cached("prompt_mask", None) is layout.cached("prompt_mask", None)
+
+
 # ------------------------------------------------------------------------------ against the model
 def _assert_same(a, b, mask, atol, grad_atol=None):
     """Values equal to ``atol``, gradients (relative to their largest) to ``grad_atol``. In float64
@@ -280,7 +295,7 @@ def test_a_layout_the_attention_never_read_is_an_error(tiny_qwen2_5_vl_dir, monk
 
     AttentionInterface.register(NAME, forgetful)
     try:
-        with pytest.raises(RuntimeError, match="does not pass the layout"), torch.no_grad():
+        with pytest.raises(RuntimeError, match="did not reach the attention function"), torch.no_grad():
             shared_prompt_logprobs(*call)
     finally:
         AttentionInterface.register(NAME, prompt_attention.shared_prompt_attention)

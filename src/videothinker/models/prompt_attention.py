@@ -45,6 +45,17 @@ NAME = "videothinker_shared_prompt"
 SUPPORTED = ("sdpa", "eager")
 
 
+class _Shared:
+    """A layout's mutable state, one object for every copy of the layout: not a dataclass or a
+    container, so that code that rebuilds a layer's inputs (FSDP2's forward hooks cast tensors
+    through `torch.distributed.utils._apply_to_tensors`, which copies dataclasses, dicts and lists)
+    passes it on as it is."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.masks: dict = {}
+
+
 @dataclass
 class PromptLayout:
     """B prompts (left padded to P), each followed by G completions of n input tokens.
@@ -60,8 +71,15 @@ class PromptLayout:
     prompt_valid: torch.Tensor
     generations: int
     completion_length: int
-    calls: int = 0
-    _masks: dict = field(default_factory=dict, repr=False)
+    _shared: _Shared = field(default_factory=_Shared, repr=False)
+
+    @property
+    def calls(self) -> int:
+        return self._shared.calls
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._shared.calls = value
 
     @property
     def prompt_length(self) -> int:
@@ -105,12 +123,13 @@ class PromptLayout:
     def cached(self, name: str, additive_dtype: torch.dtype | None) -> torch.Tensor:
         """One of the masks above, made once per layout; additive (0 / dtype min) for ``eager``."""
         key = (name, additive_dtype)
-        if key not in self._masks:
+        masks = self._shared.masks
+        if key not in masks:
             mask = getattr(self, name)()
             if additive_dtype is not None:
                 mask = as_additive(mask, additive_dtype)
-            self._masks[key] = mask
-        return self._masks[key]
+            masks[key] = mask
+        return masks[key]
 
 
 def as_additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

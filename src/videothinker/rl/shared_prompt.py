@@ -119,7 +119,8 @@ def shared_prompt_logprobs(
     if attention == "split" and layout.calls < len(body.language_model.layers):
         raise RuntimeError(
             f"the shared-prompt attention ran in {layout.calls} of {len(body.language_model.layers)} "
-            "layers: this transformers version does not pass the layout to the attention function"
+            "layers: the layout did not reach the attention function (a transformers version or a wrapper "
+            "around the layers that drops or copies the keyword); set grpo.share_prompt=false"
         )
     index = predicting_positions(P, G, T).to(hidden.device).view(1, G * T, 1)
     rows = hidden.gather(1, index.expand(B, -1, hidden.shape[-1])).view(B * G, T, -1)  # [B*G, T, D]
