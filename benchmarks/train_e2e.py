@@ -42,7 +42,9 @@ SHARED_NOCKPT = ["grpo.share_prompt=true", "model.gradient_checkpointing=false"]
 # name -> (model size, preset, extra --set overrides). The presets are the ones users run.
 RUNS: dict[str, tuple[str, str, list[str]]] = {
     # the paper preset: fp32 weights, fused AdamW; since 2026-12-05 it decodes with the fused step
-    # (rollout.fused_step unset: fused where the engine copies the weights); _simple is the step before
+    # (rollout.fused_step unset: fused where the engine copies the weights); _simple is the step before.
+    # Since a later session that day it also attends over the cache with matmul and shares each prompt
+    # across its completions (the defaults); _per_sequence is the update before
     "3b_fp32_master": ("3b", "paper_qwen2_5_vl_3b_cdpo", []),
     "3b_fp32_master_simple": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.fused_step=false"]),
     "3b_fp32_master_generate": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.engine=generate"]),  # no engine
@@ -60,6 +62,8 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     # selective checkpointing: only the first N of the 36 decoder layers recompute (the rest keep activations)
     "3b_fp32_master_ckpt24": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=24"]),
     "3b_fp32_master_ckpt12": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=12"]),
+    # one sequence per completion in every log-prob pass (grpo.share_prompt's default until 2026-12-05)
+    "3b_fp32_master_per_sequence": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=false"]),
     # each prompt run once for its G completions in every log-prob pass (grpo.share_prompt)
     "3b_fp32_master_shared": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=true"]),
     # ... whose smaller activations (7 636 positions, not 18 136) may pay for less recompute
