@@ -64,6 +64,12 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_fp32_master_ckpt12": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["model.checkpoint_layers=12"]),
     # one sequence per completion in every log-prob pass (grpo.share_prompt's default until 2026-12-05)
     "3b_fp32_master_per_sequence": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=false"]),
+    # the preset as it ran when the speed work began (8.85 s on 2026-12-01): simple step, per sequence
+    "3b_fp32_master_before": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["rollout.fused_step=false", "grpo.share_prompt=false"],
+    ),
     # each prompt run once for its G completions in every log-prob pass (grpo.share_prompt)
     "3b_fp32_master_shared": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["grpo.share_prompt=true"]),
     # ... whose smaller activations (7 636 positions, not 18 136) may pay for less recompute

@@ -21,12 +21,14 @@
 #   bash scripts/gpu_engine.sh q   # where one call is all a session gets (under 10 minutes): the paper preset as
 #                                  # it runs and with the shared prompt without recompute (decode as it runs, or
 #                                  # compiled whole); three decode paths; the decode GPU tests
+#   bash scripts/gpu_engine.sh r   # one call: the paper preset before the speed work and as it runs now, compiled,
+#                                  # and compiled with 12 of 36 layers recomputing; decode_breakdown.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
-part=${1:?which part: 1, 2, 3, 4, 5 or q}
+part=${1:?which part: 1, 2, 3, 4, 5, q or r}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
@@ -62,6 +64,13 @@ case "$part" in
     PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --peers "${PEERS:-trl}" \
         "${sets[@]}" --out "$OUT/trl_image_grpo.json" \
         2>&1 | tee "$OUT/trl_image_grpo.txt"
+    ;;
+r)
+    RUNS=3b_fp32_master_before,3b_fp32_master,3b_fp32_master_shared_compiled_matmul,3b_fp32_master_shared_ckpt12_compiled_matmul \
+        timeout 420 bash "$0" 3
+    (cd benchmarks && timeout 140 python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
+        | tee "$OUT/decode_breakdown.txt"
+    (cd "$OUT" && tar czf all.tgz --exclude=all.tgz .)  # a call returns at most 8 files
     ;;
 q)
     RUNS=3b_fp32_master,3b_fp32_master_shared_nockpt,3b_fp32_master_shared_nockpt_compiled \
