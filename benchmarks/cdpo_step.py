@@ -109,8 +109,8 @@ def main() -> None:
     parser.add_argument(
         "--decode-attention",
         choices=["sdpa", "matmul"],
-        default="sdpa",
-        help="the fused step's attention over the cache (rollout.decode_attention)",
+        default=None,
+        help="the fused step's attention over the cache (rollout.decode_attention; default: the trainer's)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="rollout.compile: the fused layer compiled whole"
@@ -170,9 +170,8 @@ def main() -> None:
         from videothinker.models.engine import make_engine
 
         fused = {"auto": None, "true": True, "false": False}[args.fused_step]
-        rollout = RolloutConfig(
-            fused_step=fused, decode_attention=args.decode_attention, compile=args.compile
-        )
+        rollout = RolloutConfig(fused_step=fused, compile=args.compile)
+        rollout.decode_attention = args.decode_attention or rollout.decode_attention
         engine = make_engine(policy, rollout, torch.bfloat16)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.master_fp32)
     video = dict(frames=4, height=56, width=56, prompt_tokens=40) if args.tiny else {}
@@ -328,7 +327,7 @@ def main() -> None:
         "policy_only": args.policy_only,
         "engine": args.engine,
         "fused_step": engine is not None and engine.fused_step,
-        "decode_attention": args.decode_attention,
+        "decode_attention": None if engine is None else engine.decode_attention,
         "compile": args.compile,
         "master_fp32": args.master_fp32,
         "engine_copy_gib": 0.0 if engine is None else engine.weights.copy_bytes / 2**30,

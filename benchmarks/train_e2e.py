@@ -38,6 +38,8 @@ from pathlib import Path
 
 # each prompt once in every log-prob pass, no recompute: the update at its leanest (with each decode candidate)
 SHARED_NOCKPT = ["grpo.share_prompt=true", "model.gradient_checkpointing=false"]
+# the fastest decode measured: the fused layer compiled whole, matmul attention over the cache
+COMPILED_MATMUL = ["rollout.compile=true", "rollout.decode_attention=matmul"]
 
 # name -> (model size, preset, extra --set overrides). The presets are the ones users run.
 RUNS: dict[str, tuple[str, str, list[str]]] = {
@@ -93,23 +95,18 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
     "3b_fp32_master_shared_nockpt_compiled_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        [*SHARED_NOCKPT, "rollout.compile=true", "rollout.decode_attention=matmul"],
+        [*SHARED_NOCKPT, *COMPILED_MATMUL],
     ),
     # the shared prompt with recompute (the paper preset's memory) and the fastest decode candidates
     "3b_fp32_master_shared_compiled_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        ["grpo.share_prompt=true", "rollout.compile=true", "rollout.decode_attention=matmul"],
+        ["grpo.share_prompt=true", *COMPILED_MATMUL],
     ),
     "3b_fp32_master_shared_ckpt12_compiled_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
-        [
-            "grpo.share_prompt=true",
-            "model.checkpoint_layers=12",
-            "rollout.compile=true",
-            "rollout.decode_attention=matmul",
-        ],
+        ["grpo.share_prompt=true", "model.checkpoint_layers=12", *COMPILED_MATMUL],
     ),
     # CDPO's third model: the bounded form with an anchor to the initial model (the cost target)
     "3b_fp32_master_anchor": (
