@@ -170,14 +170,28 @@ def attention_variants(q, k, v, mask, valid: int, scale: float, device: str) -> 
 
 
 def main() -> None:
+    from videothinker.config import RolloutConfig
     from videothinker.models.decode import weights_from_model
-    from videothinker.models.decode_fused import additive_mask, fused_decode_step
+    from videothinker.models.decode_fused import (
+        DECODE_ATTENTION,
+        additive_mask,
+        cache_attention,
+        fused_decode_step,
+        step_mask,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=8, help="B*G")
     parser.add_argument("--prompt", type=int, default=1500, help="prompt tokens in the cache")
     parser.add_argument("--decoded", type=int, default=384, help="completion tokens already decoded")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument(
+        "--attention",
+        choices=DECODE_ATTENTION,
+        default=RolloutConfig().decode_attention,
+        help="the step's decode attention, profiled in part 1 (default: the trainer's); the graph is "
+        "timed with each",
+    )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model (CPU smoke run)")
     parser.add_argument("--out", default="decode_breakdown.json")
     args = parser.parse_args()
@@ -197,25 +211,33 @@ def main() -> None:
         "valid_slots": args.prompt + args.decoded + 1,
         "cache_slots": slots,
         "layers": w.num_layers,
+        "attention": args.attention,
     }
 
-    def step():
-        return fused_decode_step(w, tokens, positions, kv, write_index, attend)
+    def step_with(attention: str):
+        return lambda: fused_decode_step(w, tokens, positions, kv, write_index, attend, attention=attention)
+
+    step = step_with(args.attention)
 
     # 1. the step: graph replay, then its kernels eagerly
     with torch.no_grad():
         eager_s = median_time(step, args.repeats, device)
         result["eager_ms_per_step"] = eager_s * 1e3
         if device == "cuda":
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                step()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                step()
-            result["graph_ms_per_step"] = median_time(graph.replay, args.repeats, device, inner=10) * 1e3
+            result["graph_ms_per_step_by_attention"] = {}
+            for attention in DECODE_ATTENTION:
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    step_with(attention)()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    step_with(attention)()
+                ms = median_time(graph.replay, args.repeats, device, inner=10) * 1e3
+                result["graph_ms_per_step_by_attention"][attention] = ms
+                del graph
+            result["graph_ms_per_step"] = result["graph_ms_per_step_by_attention"][args.attention]
         result["profile"] = profile_step(step, device)
         if "graph_ms_per_step" in result:
             result["between_kernels_ms_per_step"] = (
@@ -229,6 +251,8 @@ def main() -> None:
         mask = additive_mask(attend, w.dtype)
         valid = args.prompt + args.decoded + 1
         variants = attention_variants(q, keys, values, mask, valid, w.scaling, device)
+        joint, flat = kv[0], step_mask(attend, w, "matmul")
+        variants["baddbmm (the step's matmul)"] = lambda: cache_attention(q, joint, flat, w.scaling)
         reference = variants["sdpa"]().float()
         attention = {}
         for name, call in variants.items():
@@ -280,6 +304,8 @@ def main() -> None:
             end="",
         )
     print()
+    for attention, ms in result.get("graph_ms_per_step_by_attention", {}).items():
+        print(f"  graph with {attention} attention: {ms:.2f} ms")
     for kind, v in result["profile"]["by_kind"].items():
         print(f"  {kind:20}{v['count']:8.0f} kernels {v['ms']:8.3f} ms")
     print("attention alone (x layers = ms a step):")
