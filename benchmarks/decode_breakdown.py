@@ -7,16 +7,19 @@ parts, one run:
 1. **step**: the fused step replayed from a CUDA graph (what the engine runs), ms per step; then the
    same step run eagerly under torch.profiler: the GPU time of its kernels summed per step and the
    kernels per step, grouped by kind (matrix products, attention, norms, elementwise, copies,
-   sampling is not part of the step). Graph time minus kernel time is what the GPU spends between
-   kernels.
+   sampling is not part of the step; the matmul attention's two batched products count as matrix
+   products). Graph time minus kernel time is what the GPU spends between kernels. The graph is
+   timed with each decode attention (``--attention``: the one profiled, by default the trainer's).
 2. **attention**: the decode attention call alone, at the step's shape (query [N, K, Q/K, D] against
-   the cache [N, K, S, D] with the additive mask), per call and x layers, for each way to compute it:
+   the cache [N, K, S, D] with the additive mask), per call and x layers (10 calls captured in one
+   CUDA graph and replayed, as the engine runs them: launches are not counted), for each way:
    SDPA as the step calls it (torch's choice of backend), SDPA forced to each backend that accepts
-   the call, SDPA with a boolean mask, flex attention (compiled, a mask from the valid length), and
-   plain matmul-softmax-matmul. ``sdpa_no_mask`` (wrong: attends to every slot) is the lower bound.
+   the call, SDPA with a boolean mask, flex attention (compiled, a mask from the valid length),
+   plain matmul-softmax-matmul, and the step's own matmul form (``baddbmm``). ``sdpa_no_mask``
+   (wrong: attends to every slot) is the lower bound.
    Every variant's output is compared with the step's own (max abs difference, bf16).
 3. **products**: the 5 weight-bound products of one layer alone (q/k/v, o, gate/up, down) and the LM
-   head, against the bytes they read at the copy bandwidth decode.py measures.
+   head (graph-timed too), against the bytes they read at the copy bandwidth decode.py measures.
 
     python benchmarks/decode_breakdown.py --out decode_breakdown.json    # one CUDA GPU
     python benchmarks/decode_breakdown.py --tiny                          # CPU smoke run (no graphs)
@@ -79,6 +82,31 @@ def median_time(fn, repeats: int, device: str, inner: int = 1) -> float:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) / inner)
     return statistics.median(times)
+
+
+def graph_time(fn, repeats: int, device: str, inner: int = 10) -> tuple[float, str]:
+    """Median seconds of one call of ``fn`` with ``inner`` calls captured in one CUDA graph and
+    replayed, so that launches (which dominate a microsecond kernel run eagerly) are not counted, as
+    in the engine's graph; and how it was timed. Eagerly where there is no GPU or the call cannot be
+    captured."""
+    if device != "cuda":
+        return median_time(fn, repeats, device, inner), "eager"
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(inner):
+                fn()
+    except Exception as exc:  # e.g. a compiled call that cannot be captured
+        print(f"  (not capturable, timed eagerly: {type(exc).__name__}: {str(exc)[:120]})")
+        torch.cuda.synchronize()
+        return median_time(fn, repeats, device, inner), "eager"
+    return median_time(graph.replay, repeats, device) / inner, "graph"
 
 
 def step_state(w, rows: int, prompt: int, decoded: int, slots: int, device: str):
@@ -258,13 +286,14 @@ def main() -> None:
         for name, call in variants.items():
             try:
                 out = call()
-                seconds = median_time(call, args.repeats, device, inner=10)
+                seconds, timed = graph_time(call, args.repeats, device)
             except Exception as exc:  # a backend that refuses this call's shape, mask or dtype
                 attention[name] = {"status": f"{type(exc).__name__}: {str(exc)[:160]}"}
                 continue
             attention[name] = {
                 "us_per_call": seconds * 1e6,
                 "ms_per_step": seconds * 1e3 * w.num_layers,
+                "timed": timed,
                 "max_abs_diff_to_sdpa": float((out.float() - reference).abs().max()),
             }
         result["attention"] = attention
@@ -285,7 +314,7 @@ def main() -> None:
         result["copy_bandwidth_tb_s"] = bandwidth / 1e12
         result["products"] = {}
         for name, (call, weight) in products.items():
-            seconds = median_time(call, args.repeats, device, inner=10)
+            seconds, _ = graph_time(call, args.repeats, device)
             floor = weight.numel() * weight.element_size() / bandwidth
             result["products"][name] = {"us": seconds * 1e6, "floor_us": floor * 1e6}
         per_layer = sum(v["us"] for k, v in result["products"].items() if k != "lm_head")
@@ -304,8 +333,8 @@ def main() -> None:
             end="",
         )
     print()
-    for attention, ms in result.get("graph_ms_per_step_by_attention", {}).items():
-        print(f"  graph with {attention} attention: {ms:.2f} ms")
+    for kernel, ms in result.get("graph_ms_per_step_by_attention", {}).items():
+        print(f"  graph with {kernel} attention: {ms:.2f} ms")
     for kind, v in result["profile"]["by_kind"].items():
         print(f"  {kind:20}{v['count']:8.0f} kernels {v['ms']:8.3f} ms")
     print("attention alone (x layers = ms a step):")
@@ -315,7 +344,7 @@ def main() -> None:
         else:
             print(
                 f"  {name:36}{v['us_per_call']:9.1f} us {v['ms_per_step']:8.3f} ms/step  "
-                f"max |diff| {v['max_abs_diff_to_sdpa']:.1e}"
+                f"max |diff| {v['max_abs_diff_to_sdpa']:.1e} ({v['timed']})"
             )
     print("weight-bound products (one layer; us, and the copy-bandwidth floor):")
     for name, v in result["products"].items():
