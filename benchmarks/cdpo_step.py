@@ -108,7 +108,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--decode-attention",
-        choices=["sdpa", "matmul"],
+        choices=["sdpa", "matmul", "flex"],
         default=None,
         help="the fused step's attention over the cache (rollout.decode_attention; default: the trainer's)",
     )

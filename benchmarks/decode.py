@@ -18,6 +18,8 @@ whole length); the decode cost per step is (t(T2) - t(T1)) / (T2 - T1), prefill 
 - engine_graph_fused_matmul: the fused step attending over the cache with two batched products
                   around a softmax (``rollout.decode_attention=matmul``, the default since 2026-12-05);
                   _compiled_matmul: and compiled;
+- engine_graph_fused_flex: the fused step attending over the cache with torch's flex attention
+                  (``rollout.decode_attention=flex``); _compiled_flex: and compiled;
 - engine_eager:   the same step run eagerly (what the CPU runs);
 - generate:       one prefill fanned out to G, then ``generate`` with a dynamic cache
                   (``rollout.engine=generate``);
@@ -70,7 +72,8 @@ def main() -> None:
     parser.add_argument(
         "--paths",
         default="engine_graph,engine_graph_fused,engine_graph_fused_compiled,engine_graph_fused_matmul,"
-        "engine_graph_fused_compiled_matmul,engine_graph_compiled,engine_eager,generate,generate_static",
+        "engine_graph_fused_compiled_matmul,engine_graph_fused_flex,engine_graph_fused_compiled_flex,"
+        "engine_graph_compiled,engine_eager,generate,generate_static",
     )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small video (CPU smoke run)")
     parser.add_argument("--out", default="decode.json")
@@ -97,9 +100,11 @@ def main() -> None:
         engines["engine_graph_fused_compiled"] = DecodeEngine(
             model, dtype=torch.bfloat16, fuse=True, compile=True, decode_attention="sdpa", check_every=1 << 30
         )
-    for name, compiled in (
-        ("engine_graph_fused_matmul", False),
-        ("engine_graph_fused_compiled_matmul", True),
+    for name, compiled, attention in (
+        ("engine_graph_fused_matmul", False, "matmul"),
+        ("engine_graph_fused_compiled_matmul", True, "matmul"),
+        ("engine_graph_fused_flex", False, "flex"),
+        ("engine_graph_fused_compiled_flex", True, "flex"),
     ):
         if name in args.paths.split(","):
             engines[name] = DecodeEngine(
@@ -107,7 +112,7 @@ def main() -> None:
                 dtype=torch.bfloat16,
                 fuse=True,
                 compile=compiled,
-                decode_attention="matmul",
+                decode_attention=attention,
                 check_every=1 << 30,
             )
     if "engine_graph_compiled" in args.paths.split(","):

@@ -32,7 +32,7 @@ part=${1:?which part: 1, 2, 3, 4, 5, q or r}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
-    python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
+    python -m pytest -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
         tests/rl/test_memory.py tests/rl/test_shared_prompt.py 2>&1 | tee "$OUT/gpu_tests.txt"
     (cd benchmarks && python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
         | tee "$OUT/decode_breakdown.txt"
@@ -76,7 +76,7 @@ q)
     RUNS=3b_fp32_master,3b_fp32_master_shared_nockpt,3b_fp32_master_shared_nockpt_compiled \
         timeout 320 bash "$0" 3
     DECODE_PATHS=engine_graph_fused,engine_graph_fused_compiled,engine_graph_fused_matmul timeout 150 bash "$0" 5
-    timeout 100 python -m pytest -q -p no:cacheprovider -m gpu tests/models/test_engine.py \
+    timeout 100 python -m pytest -p no:cacheprovider -m gpu tests/models/test_engine.py \
         tests/models/test_decode_fused.py 2>&1 | tee "$OUT/gpu_tests.txt"
     ;;
 *)

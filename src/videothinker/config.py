@@ -422,12 +422,13 @@ class RolloutConfig:
         "matmul",
         "graph engine, fused step: the attention over the KV cache: matmul (two batched products around a "
         "softmax, spread over the cache length; 4.04 ms a decode step against SDPA's 4.78 on an H200) | "
-        "sdpa (one SDPA call, torch picks the kernel); the simple step always calls SDPA",
+        "sdpa (one SDPA call, torch picks the kernel) | flex (torch's flex attention, compiled: its "
+        "split-KV decoding kernel); the simple step always calls SDPA",
     )
 
     def problems(self) -> list[str]:
         out = _choice("rollout.engine", self.engine, ENGINES)
-        out += _choice("rollout.decode_attention", self.decode_attention, ("sdpa", "matmul"))
+        out += _choice("rollout.decode_attention", self.decode_attention, ("sdpa", "matmul", "flex"))
         return out + [
             f"rollout.{name} must be >= 1, got {getattr(self, name)}"
             for name in ("prompt_bucket", "check_every")

@@ -82,6 +82,32 @@ def test_matmul_attention_equals_sdpa_float64():
         step_mask(attend, w, "flash")
 
 
+def test_flex_attention_equals_the_float64_reference():
+    """`cache_attention` through flex attention (float32: flex attention takes no float64 on a CPU)
+    on a cache of two blocks and a part (the last block partly past the cache's end), with masked
+    slots in every block, a fully attended row and one whose last blocks are all masked: equal to a
+    float64 softmax by hand and to the SDPA form in float32; its mask is ``attend`` itself."""
+    gen = torch.Generator().manual_seed(3)
+    n, K, group, S, D = 3, 2, 4, 300, 8
+    q = torch.randn(n, K, group, D, generator=gen, dtype=torch.float64)
+    kv = torch.randn(2, n, K, S, D, generator=gen, dtype=torch.float64)
+    attend = torch.rand(n, S, generator=gen) > 0.3
+    attend[:, 0] = True
+    attend[1] = True
+    attend[2, 129:] = False
+    w = SimpleNamespace(dtype=torch.float32, num_kv_heads=K, num_heads=K * group)
+    mask = step_mask(attend, w, "flex")
+    assert mask is attend
+    flex = cache_attention(q.float(), kv.float(), mask, 0.3)
+    scores = torch.einsum("nkgd,nksd->nkgs", q, kv[0]) * 0.3
+    weights = scores.masked_fill(~attend[:, None, None, :], float("-inf")).softmax(-1)
+    exact = torch.einsum("nkgs,nksd->nkgd", weights, kv[1])
+    torch.testing.assert_close(flex.double(), exact, rtol=0, atol=2e-6)
+    sdpa = cache_attention(q.float(), kv.float(), step_mask(attend, w, "sdpa"), 0.3)
+    torch.testing.assert_close(flex, sdpa, rtol=0, atol=2e-6)
+    assert not torch.allclose(flex, cache_attention(q.float(), kv.float(), torch.ones_like(attend), 0.3))
+
+
 def _both_steps(model, dtype, device="cpu", attention="sdpa"):
     """The simple and the fused step from one cache, tokens and positions: (logits, cache) each."""
     plain, fused = weights_from_model(model, dtype), weights_from_model(model, dtype, fuse=True)
@@ -110,7 +136,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
     not torch.cuda.is_available(), reason="needs a CUDA device")])]  # fmt: skip
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+@pytest.mark.parametrize("attention", ["sdpa", "matmul", "flex"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_step_equals_simple_step(tiny_model_dir, arch, device, attention):
@@ -130,7 +156,7 @@ def test_fused_step_equals_simple_step(tiny_model_dir, arch, device, attention):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+@pytest.mark.parametrize("attention", ["sdpa", "matmul", "flex"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_compiled_fused_layer_equals_the_eager_one(tiny_model_dir, arch, attention):
     """rollout.compile with the fused step: the whole layer through torch.compile gives the eager
@@ -188,7 +214,7 @@ def test_fused_qwen3_norms_refresh_in_place(tiny_model_dir):
     )
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
+@pytest.mark.parametrize("attention", ["sdpa", "matmul", "flex"])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_engine_greedy_equals_generate(tiny_model_dir, arch, attention):
     model = sharp_model(tiny_model_dir(arch))

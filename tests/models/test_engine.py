@@ -141,8 +141,10 @@ def test_unservable_models_are_named(tiny_model_dir):
         {"fuse": True, "decode_attention": "sdpa"},
         {"fuse": True, "decode_attention": "matmul"},
         {"fuse": True, "compile": True},
+        {"fuse": True, "decode_attention": "flex"},
+        {"fuse": True, "compile": True, "decode_attention": "flex"},
     ],
-    ids=["unfused", "fused_sdpa", "fused_matmul", "fused_compiled"],
+    ids=["unfused", "fused_sdpa", "fused_matmul", "fused_compiled", "fused_flex", "fused_compiled_flex"],
 )
 def test_graph_replay_equals_eager_loop_on_gpu(tiny_model_dir, arch, step):
     model = sharp_model(tiny_model_dir(arch)).to("cuda", torch.bfloat16)

@@ -50,12 +50,15 @@ def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask.masked_fill_(~attend, float("-inf")).view(attend.shape[0], 1, 1, -1)
 
 
-DECODE_ATTENTION = ("sdpa", "matmul")
+DECODE_ATTENTION = ("sdpa", "matmul", "flex")
 
 
 def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") -> torch.Tensor:
     """The step's mask in the form `cache_attention` computes ``attention`` from: ``sdpa``, the
-    additive [N, 1, 1, S]; ``matmul``, the same expanded to [N*K, Q/K, S] for ``baddbmm``."""
+    additive [N, 1, 1, S]; ``matmul``, the same expanded to [N*K, Q/K, S] for ``baddbmm``;
+    ``flex``, ``attend`` itself (boolean [N, S], read by the mask function)."""
+    if attention == "flex":
+        return attend
     mask = additive_mask(attend, w.dtype)
     if attention == "sdpa":
         return mask
@@ -65,16 +68,60 @@ def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") 
     return mask.expand(n, K, group, attend.shape[1]).reshape(n * K, group, attend.shape[1])
 
 
+_compiled_flex: Callable | None = None
+
+
+def flex_cache_attention(
+    q: torch.Tensor,  # [N, K, Q/K, D]
+    kv: torch.Tensor,  # [2, N, K, S, D]
+    attend: torch.Tensor,  # [N, S] bool
+    scale: float,
+) -> torch.Tensor:  # [N, K, Q/K, D]
+    """`cache_attention` through torch's flex attention: each kv head is a "head" whose Q/K query
+    heads are its queries, so each key and value is read once for its group, by the split-KV
+    decoding kernel flex attention generates for short queries. Its block mask marks every block
+    of the cache as partly masked (built from two small tensors each call, so a CUDA graph
+    captures it) and its mask function reads ``attend``. Compiled (flex attention has no fast
+    eager form) with torch's automatic dynamic shapes: a second cache length compiles once more,
+    with the length dynamic, and later lengths reuse that."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    n, slots = attend.shape
+    blocks = -(-slots // _FLEX_BLOCK)
+    count = torch.full((n, 1, 1), blocks, dtype=torch.int32, device=attend.device)
+    index = torch.arange(blocks, dtype=torch.int32, device=attend.device).expand(n, 1, 1, blocks)
+
+    def keep(b, h, q_index, kv_index):
+        return attend[b, kv_index]
+
+    block_mask = BlockMask.from_kv_blocks(
+        count, index, BLOCK_SIZE=_FLEX_BLOCK, mask_mod=keep, seq_lengths=(q.shape[2], slots)
+    )
+    q = q.contiguous()  # a slice of the fused q/k/v rows; inductor's flex lowering takes no view of it
+    if torch.compiler.is_compiling():  # inside `compiled_fused_layer`'s graph
+        return flex_attention(q, kv[0], kv[1], block_mask=block_mask, scale=scale)
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention)
+    return _compiled_flex(q, kv[0], kv[1], block_mask=block_mask, scale=scale)
+
+
+_FLEX_BLOCK = 128  # flex attention's default block size
+
+
 def cache_attention(
     q: torch.Tensor,  # [N, K, Q/K, D]: each kv head's group of query heads
     kv: torch.Tensor,  # [2, N, K, S, D]
-    mask: torch.Tensor,  # `step_mask`'s: [N, 1, 1, S] (sdpa) or [N*K, Q/K, S] (matmul)
+    mask: torch.Tensor,  # `step_mask`'s: [N, 1, 1, S] (sdpa), [N*K, Q/K, S] (matmul), bool [N, S] (flex)
     scale: float,
 ) -> torch.Tensor:  # [N, K, Q/K, D]
     """Decode attention over the cache, each key and value read once for its group of query heads:
-    one SDPA call (torch picks the kernel), or, for a 3-D mask, two batched products around a
-    softmax (scores ``baddbmm(mask, q, k^T, alpha=scale)``, which cuBLAS spreads over the cache
-    length; the softmax accumulates in float32)."""
+    one SDPA call (torch picks the kernel); for a 3-D mask, two batched products around a softmax
+    (scores ``baddbmm(mask, q, k^T, alpha=scale)``, which cuBLAS spreads over the cache length;
+    the softmax accumulates in float32); for a boolean mask, flex attention
+    (`flex_cache_attention`)."""
+    if mask.dtype == torch.bool:
+        return flex_cache_attention(q, kv, mask, scale)
     if mask.dim() == 4:
         return F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, scale=scale)
     n, K, group, D = q.shape
@@ -166,7 +213,7 @@ def fused_decode_step(
     """`decode_step` over fused weights (``weights_from_model(fuse=True)``) and a joint K/V cache:
     the same inputs, outputs and cache writes, in fewer kernels; capturable in a CUDA graph.
     ``layer``: `fused_layer`, or `compiled_fused_layer`'s; ``attention``: how `cache_attention`
-    computes (``sdpa`` or ``matmul``, `DECODE_ATTENTION`)."""
+    computes (``sdpa``, ``matmul`` or ``flex``, `DECODE_ATTENTION`)."""
     if w.layers[0].qkv is None:
         raise ValueError("fused_decode_step needs weights_from_model(..., fuse=True)")
     attend.index_fill_(1, write_index, True)
