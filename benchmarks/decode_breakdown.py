@@ -15,8 +15,8 @@ parts, one run:
    CUDA graph and replayed, as the engine runs them: launches are not counted), for each way:
    SDPA as the step calls it (torch's choice of backend), SDPA forced to each backend that accepts
    the call, SDPA with a boolean mask, flex attention (compiled, a mask from the valid length),
-   plain matmul-softmax-matmul, and the step's own forms (``baddbmm``; flex attention over every
-   block of the cache with ``attend`` read by the mask function). ``sdpa_no_mask``
+   plain matmul-softmax-matmul, and the step's own forms (``baddbmm``; flex attention with the
+   block mask `flex_block_mask` makes from ``attend``). ``sdpa_no_mask``
    (wrong: attends to every slot) is the lower bound.
    Every variant's output is compared with the step's own (max abs difference, bf16).
 3. **products**: the 5 weight-bound products of one layer alone (q/k/v, o, gate/up, down) and the LM
@@ -282,9 +282,8 @@ def main() -> None:
         variants = attention_variants(q, keys, values, mask, valid, w.scaling, device)
         joint, flat = kv[0], step_mask(attend, w, "matmul")
         variants["baddbmm (the step's matmul)"] = lambda: cache_attention(q, joint, flat, w.scaling)
-        variants["flex (the step's: every block, attend read)"] = lambda: cache_attention(
-            q, joint, attend, w.scaling
-        )
+        blocks = step_mask(attend, w, "flex")
+        variants["flex (the step's block mask)"] = lambda: cache_attention(q, joint, blocks, w.scaling)
         reference = variants["sdpa"]().float()
         attention = {}
         for name, call in variants.items():

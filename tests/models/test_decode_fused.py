@@ -84,20 +84,25 @@ def test_matmul_attention_equals_sdpa_float64():
 
 def test_flex_attention_equals_the_float64_reference():
     """`cache_attention` through flex attention (float32: flex attention takes no float64 on a CPU)
-    on a cache of two blocks and a part (the last block partly past the cache's end), with masked
-    slots in every block, a fully attended row and one whose last blocks are all masked: equal to a
-    float64 softmax by hand and to the SDPA form in float32; its mask is ``attend`` itself."""
+    on a cache of two blocks and a part: a row with masked slots in every block, a row attending
+    to all, a row attending to its first block and one slot after. Its block mask lists per row the
+    blocks where every slot attends (full), where some do (partial; the padding past the cache's end
+    counts as masked) and skips the rest; the result equals a float64 softmax by hand and the SDPA
+    form in float32."""
     gen = torch.Generator().manual_seed(3)
     n, K, group, S, D = 3, 2, 4, 300, 8
     q = torch.randn(n, K, group, D, generator=gen, dtype=torch.float64)
     kv = torch.randn(2, n, K, S, D, generator=gen, dtype=torch.float64)
     attend = torch.rand(n, S, generator=gen) > 0.3
-    attend[:, 0] = True
     attend[1] = True
-    attend[2, 129:] = False
+    attend[2] = False
+    attend[2, :129] = True
     w = SimpleNamespace(dtype=torch.float32, num_kv_heads=K, num_heads=K * group)
     mask = step_mask(attend, w, "flex")
-    assert mask is attend
+    assert mask.full_kv_num_blocks.flatten().tolist() == [0, 2, 1]
+    assert mask.kv_num_blocks.flatten().tolist() == [3, 1, 1]  # partial blocks
+    assert mask.kv_indices[1, 0, 0, 0] == 2 and mask.full_kv_indices[1, 0, 0, :2].tolist() == [0, 1]
+    assert mask.kv_indices[2, 0, 0, 0] == 1 and mask.full_kv_indices[2, 0, 0, 0] == 0
     flex = cache_attention(q.float(), kv.float(), mask, 0.3)
     scores = torch.einsum("nkgd,nksd->nkgs", q, kv[0]) * 0.3
     weights = scores.masked_fill(~attend[:, None, None, :], float("-inf")).softmax(-1)
@@ -105,7 +110,8 @@ def test_flex_attention_equals_the_float64_reference():
     torch.testing.assert_close(flex.double(), exact, rtol=0, atol=2e-6)
     sdpa = cache_attention(q.float(), kv.float(), step_mask(attend, w, "sdpa"), 0.3)
     torch.testing.assert_close(flex, sdpa, rtol=0, atol=2e-6)
-    assert not torch.allclose(flex, cache_attention(q.float(), kv.float(), torch.ones_like(attend), 0.3))
+    everything = step_mask(torch.ones_like(attend), w, "flex")
+    assert not torch.allclose(flex, cache_attention(q.float(), kv.float(), everything, 0.3))
 
 
 def _both_steps(model, dtype, device="cpu", attention="sdpa"):

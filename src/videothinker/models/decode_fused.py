@@ -22,10 +22,12 @@ norm's weight multiplied before the cast); in float32 and float64 the two steps 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from videothinker.models.decode import DecoderWeights, LayerWeights, _adapters_to_merge, _linear, rotary
 from videothinker.models.sharding import is_dtensor
@@ -53,12 +55,12 @@ def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 DECODE_ATTENTION = ("sdpa", "matmul", "flex")
 
 
-def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") -> torch.Tensor:
+def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") -> torch.Tensor | BlockMask:
     """The step's mask in the form `cache_attention` computes ``attention`` from: ``sdpa``, the
     additive [N, 1, 1, S]; ``matmul``, the same expanded to [N*K, Q/K, S] for ``baddbmm``;
-    ``flex``, ``attend`` itself (boolean [N, S], read by the mask function)."""
+    ``flex``, `flex_block_mask`'s."""
     if attention == "flex":
-        return attend
+        return flex_block_mask(attend, w.num_heads // w.num_kv_heads)
     mask = additive_mask(attend, w.dtype)
     if attention == "sdpa":
         return mask
@@ -68,35 +70,61 @@ def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") 
     return mask.expand(n, K, group, attend.shape[1]).reshape(n * K, group, attend.shape[1])
 
 
+_FLEX_BLOCK = 128  # flex attention's default block size
 _compiled_flex: Callable | None = None
+# the transposed (query-side) block lists serve only the backward pass; torch builds them unless told
+_NO_Q_BLOCKS = (
+    {"compute_q_blocks": False}
+    if "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters
+    else {}
+)
+
+
+def flex_block_mask(attend: torch.Tensor, group: int) -> BlockMask:
+    """The block mask flex attention decodes ``group`` queries per kv head with, from ``attend``
+    [N, S] (bool), once per step: per row, blocks of the cache where every slot attends are "full"
+    (computed without the mask function), blocks where some do are partial (the mask function
+    reads ``attend``, padded with False to whole blocks so it never reads past its end), and blocks
+    where none do are skipped, so decoding reads only the cache written so far. Made of tensor
+    operations alone, so a CUDA graph captures it and replays it on each step's ``attend``."""
+    n, slots = attend.shape
+    blocks = -(-slots // _FLEX_BLOCK)
+    padded = F.pad(attend, (0, blocks * _FLEX_BLOCK - slots))
+    by_block = padded.view(n, blocks, _FLEX_BLOCK)
+    full = by_block.all(-1)
+    partial = by_block.any(-1) & ~full
+
+    def listed(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """How many blocks are chosen per row, and their indices first (then the others)."""
+        count = chosen.sum(-1, dtype=torch.int32).view(n, 1, 1)
+        order = torch.argsort((~chosen).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return count, order.view(n, 1, 1, blocks)
+
+    def keep(b, h, q_index, kv_index):
+        return padded[b, kv_index]
+
+    return BlockMask.from_kv_blocks(
+        *listed(partial),
+        *listed(full),
+        BLOCK_SIZE=_FLEX_BLOCK,
+        mask_mod=keep,
+        seq_lengths=(group, slots),
+        **_NO_Q_BLOCKS,
+    )
 
 
 def flex_cache_attention(
     q: torch.Tensor,  # [N, K, Q/K, D]
     kv: torch.Tensor,  # [2, N, K, S, D]
-    attend: torch.Tensor,  # [N, S] bool
+    block_mask: BlockMask,  # `flex_block_mask`'s
     scale: float,
 ) -> torch.Tensor:  # [N, K, Q/K, D]
     """`cache_attention` through torch's flex attention: each kv head is a "head" whose Q/K query
     heads are its queries, so each key and value is read once for its group, by the split-KV
-    decoding kernel flex attention generates for short queries. Its block mask marks every block
-    of the cache as partly masked (built from two small tensors each call, so a CUDA graph
-    captures it) and its mask function reads ``attend``. Compiled (flex attention has no fast
-    eager form) with torch's automatic dynamic shapes: a second cache length compiles once more,
-    with the length dynamic, and later lengths reuse that."""
-    from torch.nn.attention.flex_attention import BlockMask, flex_attention
-
-    n, slots = attend.shape
-    blocks = -(-slots // _FLEX_BLOCK)
-    count = torch.full((n, 1, 1), blocks, dtype=torch.int32, device=attend.device)
-    index = torch.arange(blocks, dtype=torch.int32, device=attend.device).expand(n, 1, 1, blocks)
-
-    def keep(b, h, q_index, kv_index):
-        return attend[b, kv_index]
-
-    block_mask = BlockMask.from_kv_blocks(
-        count, index, BLOCK_SIZE=_FLEX_BLOCK, mask_mod=keep, seq_lengths=(q.shape[2], slots)
-    )
+    decoding kernel flex attention generates for short queries, and only the blocks of the cache
+    that some slot of the row attends to. Compiled (flex attention has no fast eager form) with
+    torch's automatic dynamic shapes: a second cache length compiles once more, with the length
+    dynamic, and later lengths reuse that."""
     q = q.contiguous()  # a slice of the fused q/k/v rows; inductor's flex lowering takes no view of it
     if torch.compiler.is_compiling():  # inside `compiled_fused_layer`'s graph
         return flex_attention(q, kv[0], kv[1], block_mask=block_mask, scale=scale)
@@ -106,21 +134,17 @@ def flex_cache_attention(
     return _compiled_flex(q, kv[0], kv[1], block_mask=block_mask, scale=scale)
 
 
-_FLEX_BLOCK = 128  # flex attention's default block size
-
-
 def cache_attention(
     q: torch.Tensor,  # [N, K, Q/K, D]: each kv head's group of query heads
     kv: torch.Tensor,  # [2, N, K, S, D]
-    mask: torch.Tensor,  # `step_mask`'s: [N, 1, 1, S] (sdpa), [N*K, Q/K, S] (matmul), bool [N, S] (flex)
+    mask: torch.Tensor | BlockMask,  # `step_mask`'s: [N, 1, 1, S] (sdpa), [N*K, Q/K, S] (matmul), flex
     scale: float,
 ) -> torch.Tensor:  # [N, K, Q/K, D]
     """Decode attention over the cache, each key and value read once for its group of query heads:
     one SDPA call (torch picks the kernel); for a 3-D mask, two batched products around a softmax
     (scores ``baddbmm(mask, q, k^T, alpha=scale)``, which cuBLAS spreads over the cache length;
-    the softmax accumulates in float32); for a boolean mask, flex attention
-    (`flex_cache_attention`)."""
-    if mask.dtype == torch.bool:
+    the softmax accumulates in float32); for a block mask, flex attention (`flex_cache_attention`)."""
+    if isinstance(mask, BlockMask):
         return flex_cache_attention(q, kv, mask, scale)
     if mask.dim() == 4:
         return F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, scale=scale)
