@@ -98,6 +98,50 @@ def make_records(folder: Path, count: int, width: int, height: int) -> Path:
     return records
 
 
+def make_video_records(folder: Path, count: int, frames: int, width: int, height: int) -> Path:
+    """``count`` clips of ``frames`` PNG frames (a frame folder each, read at 2 fps: every frame is
+    sampled) in which 1 to 4 discs drift across, with the question 'how many discs', as frame records."""
+    records = folder / "train.json"
+    if records.exists():
+        return records
+    from PIL import Image, ImageDraw
+
+    rng, rows = random.Random(0), []
+    for i in range(count):
+        discs, clip = rng.randint(1, 4), folder / f"clip_{i:03d}"
+        clip.mkdir(parents=True, exist_ok=True)
+        background = tuple(rng.randint(150, 255) for _ in range(3))
+        radius = max(3, min(width, height) // 10)
+        starts = [(rng.uniform(radius, height - radius), rng.uniform(-1, 1)) for _ in range(discs)]
+        colours = [tuple(rng.randint(0, 120) for _ in range(3)) for _ in range(discs)]
+        for f in range(frames):
+            image = Image.new("RGB", (width, height), background)
+            draw = ImageDraw.Draw(image)
+            for k, ((y, drift), colour) in enumerate(zip(starts, colours)):
+                x = (k + 0.5) * width / 4
+                y = min(max(y + drift * f * radius / 2, radius), height - radius)
+                draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
+            image.save(clip / f"frame_{f:03d}.png")
+        rows.append(
+            {
+                "problem_id": i,
+                "problem": "How many discs are in the video?",
+                "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
+                "solution": f"<answer>{'ABCD'[discs - 1]}</answer>",
+                "problem_type": "multiple choice",
+                "data_type": "frame",
+                "path": clip.name,
+            }
+        )
+    records.write_text(json.dumps(rows, indent=1))
+    return records
+
+
+def frame_paths(record) -> list[str]:
+    """A frame record's frames, in order (the folder holds nothing else)."""
+    return sorted(str(p) for p in Path(record.video).iterdir())
+
+
 def trl_dataset(records: Path):
     """The records as TRL takes them: a conversational prompt, an ``image``, and reward columns."""
     from datasets import Dataset, Image
@@ -106,13 +150,24 @@ def trl_dataset(records: Path):
     from videothinker.data.records import load_records
 
     rows = load_records(records)
-    data = {
-        "prompt": [[{"role": "user", "content": train_prompt(r, TEMPLATE)}] for r in rows],
-        "image": [r.video for r in rows],
-        "solution": [r.solution for r in rows],
-        "problem_type": [r.problem_type for r in rows],
-    }
+    data = {"solution": [r.solution for r in rows], "problem_type": [r.problem_type for r in rows]}
+    if rows[0].data_type == "frame":  # Unsloth's video path: the frames as a video part of the prompt
+        data["prompt"] = [[{"role": "user", "content": video_content(r)}] for r in rows]
+        return Dataset.from_dict(data)
+    data["prompt"] = [[{"role": "user", "content": train_prompt(r, TEMPLATE)}] for r in rows]
+    data["image"] = [r.video for r in rows]
     return Dataset.from_dict(data).cast_column("image", Image())
+
+
+def video_content(record) -> list[dict]:
+    """A frame record's prompt as a chat message's parts: the video (its frames' paths, which the
+    processor's chat template loads), then the text, as videothinker places them."""
+    from videothinker.data.prompts import train_prompt
+
+    return [
+        {"type": "video", "video": frame_paths(record)},
+        {"type": "text", "text": train_prompt(record, TEMPLATE)},
+    ]
 
 
 def _texts(completions) -> list[str]:
@@ -144,13 +199,17 @@ def prompt_lengths(model: Path, dataset, records: Path) -> tuple[int, int]:
     from videothinker.models.inputs import build_inputs
 
     processor = AutoProcessor.from_pretrained(model)
-    row = dataset[0]
-    chat = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
+    row, record = dataset[0], load_records(records)[0]
+    if record.data_type == "frame":
+        chat = [{"role": "user", "content": video_content(record)}]
+    else:
+        chat = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
     trl_inputs = processor.apply_chat_template(
         conversation=[chat], add_generation_prompt=True, tokenize=True, return_dict=True
     )
-    record = load_records(records)[0]
-    visual = load_visual(record.video, "image", VideoConfig(max_pixels=256 * 28 * 28), size_factor=28)
+    visual = load_visual(
+        record.video, record.data_type, VideoConfig(max_pixels=256 * 28 * 28), size_factor=28
+    )
     vt_inputs = build_inputs(processor, [train_prompt(record, TEMPLATE)], [visual])
     return len(trl_inputs["input_ids"][0]), int(vt_inputs["input_ids"].shape[1])
 
@@ -294,10 +353,14 @@ def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
     }
 
 
+def medium(args) -> str:
+    return f"{args.frames}-frame video" if args.frames else "image"
+
+
 def write_result(args, width: int, height: int, peers: dict, failed: dict, ours: dict, partial: bool) -> dict:
     """The run's JSON (to ``args.out``): each peer's summary, its step time over ours, versions."""
     result = {
-        "task": f"one {width}x{height} image per prompt, G={args.generations}, "
+        "task": f"one {width}x{height} {medium(args)} per prompt, G={args.generations}, "
         f"{args.completion_tokens} completion tokens, beta 0.04, {'tiny fp32' if args.tiny else 'bf16 3B'}",
         "steps": args.steps,
         "partial": partial,
@@ -354,7 +417,14 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=None, help="G (default 8; --tiny: 2)")
     parser.add_argument("--completion-tokens", type=int, default=None, help="default 256; --tiny: 8")
     parser.add_argument("--image-size", default=None, help="WIDTHxHEIGHT (default 448x308; --tiny: 112x84)")
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=24, help="how many images (or clips)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=0,
+        help="a video task instead: clips of this many frames (frame folders; Unsloth's video GRPO path "
+        "takes them, TRL's GRPOTrainer has no video input); 0: the image task",
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to train")
     parser.add_argument("--work", default="/tmp/videothinker-trl")
     parser.add_argument("--tiny", action="store_true", help="a few-layer model, small images (CPU smoke)")
@@ -384,7 +454,13 @@ def main() -> None:
     build = [sys.executable, __file__, "--build-worker", "--work", str(work)] + ["--tiny"] * args.tiny
     printed = subprocess.run(build, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
-    records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
+    if args.frames and "trl" in args.peers.split(","):
+        parser.error("--frames: TRL's GRPOTrainer takes no video; run the video task with --peers unsloth")
+    if args.frames:
+        folder = work / f"clips-{args.frames}x{width}x{height}-{args.images}"
+        records = make_video_records(folder, args.images, args.frames, width, height)
+    else:
+        records = make_records(work / f"images-{width}x{height}-{args.images}", args.images, width, height)
     # ours first, then each peer, the JSON rewritten after each: a call that runs out of time keeps
     # what finished ("partial": true until the last)
     ours = run_videothinker(args, model, records, work)
