@@ -201,8 +201,9 @@ class DecodeEngine:
         fuse: hold q/k/v and gate/up weights fused, one product each (`weights_from_model`), and
             decode with the fused step (`videothinker.models.decode_fused`: about a third of the
             kernels a layer).
-        decode_attention: the fused step's attention over the cache, ``matmul`` (the default: faster on
-            an H200, docs/PERFORMANCE.md) or ``sdpa`` (`cache_attention`); the simple step always calls SDPA.
+        decode_attention: the fused step's attention over the cache (`cache_attention`): ``matmul``
+            (the default: the fastest compiled, docs/PERFORMANCE.md), ``sdpa`` or ``flex`` (torch's
+            flex attention, compiled on the first step); the simple step always calls SDPA.
     """
 
     def __init__(
