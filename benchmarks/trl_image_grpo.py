@@ -33,6 +33,11 @@ the model loaded by ``FastVisionModel.from_pretrained`` for full fine-tuning (no
 vLLM: ``fast_inference=False``, so generation runs in-process, the design closest to ours), the same
 dataset, rewards and GRPOConfig. Its wheels: ``bash benchmarks/unsloth_wheels.sh`` (TRL 1.15 for both
 peers: Unsloth pins TRL <= 1.15). Unsloth's CPU backend refuses vision models, so this peer needs the GPU.
+
+``--frames F`` makes it a video task for Unsloth's video GRPO path (TRL's GRPOTrainer takes no video):
+clips of F PNG frames in which the discs drift, read by ours as frame folders (every frame sampled at
+2 fps) and given to Unsloth as the frames' paths in a video part of the chat prompt, which its
+processor loads; ``prompt_lengths`` reports both prompts' token counts, which should be equal.
 """
 
 from __future__ import annotations
@@ -190,7 +195,6 @@ def format(completions, **_):  # noqa: A001 (TRL logs a reward under its functio
 def prompt_lengths(model: Path, dataset, records: Path) -> tuple[int, int]:
     """Prompt tokens of the first record as TRL builds them and as videothinker builds them."""
     from transformers import AutoProcessor
-    from trl.data_utils import prepare_multimodal_messages
 
     from videothinker.config import VideoConfig
     from videothinker.data.prompts import train_prompt
@@ -203,6 +207,8 @@ def prompt_lengths(model: Path, dataset, records: Path) -> tuple[int, int]:
     if record.data_type == "frame":
         chat = [{"role": "user", "content": video_content(record)}]
     else:
+        from trl.data_utils import prepare_multimodal_messages
+
         chat = prepare_multimodal_messages(row["prompt"], images=[row["image"]])
     trl_inputs = processor.apply_chat_template(
         conversation=[chat], add_generation_prompt=True, tokenize=True, return_dict=True
@@ -440,6 +446,8 @@ def main() -> None:
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--records", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.frames and "trl" in args.peers.split(","):
+        parser.error("--frames: TRL's GRPOTrainer takes no video; run the video task with --peers unsloth")
     args.generations = args.generations or (2 if args.tiny else 8)
     args.completion_tokens = args.completion_tokens or (8 if args.tiny else 256)
     if args.build_worker:
@@ -454,8 +462,6 @@ def main() -> None:
     build = [sys.executable, __file__, "--build-worker", "--work", str(work)] + ["--tiny"] * args.tiny
     printed = subprocess.run(build, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     model = Path(printed.strip().splitlines()[-1].removeprefix("model: "))
-    if args.frames and "trl" in args.peers.split(","):
-        parser.error("--frames: TRL's GRPOTrainer takes no video; run the video task with --peers unsloth")
     if args.frames:
         folder = work / f"clips-{args.frames}x{width}x{height}-{args.images}"
         records = make_video_records(folder, args.images, args.frames, width, height)

@@ -26,7 +26,13 @@ def test_tiny_run(tmp_path):
     result = json.loads(out.read_text())
     attention = result["attention"]
     assert attention["sdpa"]["max_abs_diff_to_sdpa"] == 0.0
-    for name in ("sdpa_bool_mask", "sdpa_math", "matmul_softmax"):
+    for name in (
+        "sdpa_bool_mask",
+        "sdpa_math",
+        "matmul_softmax",
+        "baddbmm (the step's matmul)",
+        "flex (the step's block mask)",
+    ):
         assert attention[name]["max_abs_diff_to_sdpa"] < 0.05, name  # bf16 rounding only
     assert attention["sdpa_no_mask (wrong; lower bound)"]["max_abs_diff_to_sdpa"] > 0.05
     assert result["profile"]["kernels_per_step"] > 0
