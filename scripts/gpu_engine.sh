@@ -23,12 +23,14 @@
 #                                  # compiled whole); three decode paths; the decode GPU tests
 #   bash scripts/gpu_engine.sh r   # one call: the paper preset before the speed work and as it runs now, compiled,
 #                                  # and compiled with 12 of 36 layers recomputing; decode_breakdown.py
+#   bash scripts/gpu_engine.sh u   # Unsloth's video GRPO path against ours on trl_image_grpo.py's video task
+#                                  # (--frames 8; wheels in .whl/: unsloth_wheels.sh; about 6 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${OUT:-runs/gpu}")  # absolute: parts 1 and 2 run from benchmarks/
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
-part=${1:?which part: 1, 2, 3, 4, 5, q or r}
+part=${1:?which part: 1, 2, 3, 4, 5, q, r or u}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
 case "$part" in
 1)
@@ -71,6 +73,13 @@ r)
     (cd benchmarks && timeout 140 python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
         | tee "$OUT/decode_breakdown.txt"
     (cd "$OUT" && tar czf all.tgz --exclude=all.tgz .)  # a call returns at most 8 files
+    ;;
+u)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site-packages .whl/*.whl || exit 1
+    PYTHONPATH=/tmp/site-packages:src timeout 560 python benchmarks/trl_image_grpo.py --peers unsloth \
+        --frames 8 --steps 3 --set grpo.share_prompt=true --set rollout.fused_step=true \
+        --set rollout.compile=true --out "$OUT/unsloth_video.json" 2>&1 | tee "$OUT/unsloth_video.txt"
     ;;
 q)
     RUNS=3b_fp32_master,3b_fp32_master_shared_nockpt,3b_fp32_master_shared_nockpt_compiled \
