@@ -9,7 +9,8 @@ parts, one run:
    kernels per step, grouped by kind (matrix products, attention, norms, elementwise, copies,
    sampling is not part of the step; the matmul attention's two batched products count as matrix
    products). Graph time minus kernel time is what the GPU spends between kernels. The graph is
-   timed with each decode attention (``--attention``: the one profiled, by default the trainer's).
+   timed with each decode attention (``--attention``: the one profiled, by default the trainer's);
+   ``--compiled``: the step with its layer compiled whole (``rollout.compile=true``).
 2. **attention**: the decode attention call alone, at the step's shape (query [N, K, Q/K, D] against
    the cache [N, K, S, D] with the additive mask), per call and x layers (10 calls captured in one
    CUDA graph and replayed, as the engine runs them: launches are not counted), for each way:
@@ -40,7 +41,7 @@ from decode import copy_bandwidth
 from fullsize import build_model, qwen2_5_vl_3b_config
 
 KINDS = (  # kernel name fragments -> kind, first match wins
-    ("attention", ("attention", "fmha", "flash", "sdpa", "softmax", "cudnn")),
+    ("attention", ("attention", "fmha", "flash", "flex", "sdpa", "softmax", "cudnn")),
     (
         "matrix product",
         (
@@ -205,7 +206,9 @@ def main() -> None:
         DECODE_ATTENTION,
         additive_mask,
         cache_attention,
+        compiled_fused_layer,
         fused_decode_step,
+        fused_layer,
         step_mask,
     )
 
@@ -220,6 +223,12 @@ def main() -> None:
         default=RolloutConfig().decode_attention,
         help="the step's decode attention, profiled in part 1 (default: the trainer's); the graph is "
         "timed with each",
+    )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="the step with its layer compiled whole (rollout.compile=true): part 1 for it, with each "
+        "attention (what the compiled layer's kernels are, e.g. why flex is slower there)",
     )
     parser.add_argument("--tiny", action="store_true", help="a few-layer model (CPU smoke run)")
     parser.add_argument("--out", default="decode_breakdown.json")
@@ -241,10 +250,13 @@ def main() -> None:
         "cache_slots": slots,
         "layers": w.num_layers,
         "attention": args.attention,
+        "compiled": args.compiled,
     }
+    layers = {a: compiled_fused_layer() if args.compiled else fused_layer for a in DECODE_ATTENTION}
 
     def step_with(attention: str):
-        return lambda: fused_decode_step(w, tokens, positions, kv, write_index, attend, attention=attention)
+        layer = layers[attention]
+        return lambda: fused_decode_step(w, tokens, positions, kv, write_index, attend, layer, attention)
 
     step = step_with(args.attention)
 

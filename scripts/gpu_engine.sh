@@ -5,7 +5,8 @@
 #
 #   bash scripts/gpu_engine.sh 1   # GPU tests (graph replay == eager, fused == simple, 3 families; the shared
 #                                  # prompt on SDPA's CUDA kernels); the fused step's kernels by kind and each
-#                                  # decode-attention kernel alone (WITH_DECODE=1: then part 5 too)
+#                                  # decode-attention kernel alone (WITH_DECODE=1: then part 5 too; WITH_COMPILED=1:
+#                                  # the compiled layer's kernels with matmul and with flex attention)
 #   bash scripts/gpu_engine.sh 5   # ms per decode step: simple, fused (SDPA or matmul attention), compiled,
 #                                  # generate; the floor (DECODE_PATHS=...: fewer paths)
 #   bash scripts/gpu_engine.sh 2   # one CDPO step, 256 tokens (bf16) and the paper setting (fp32 masters, 768):
@@ -38,6 +39,10 @@ case "$part" in
         tests/rl/test_memory.py tests/rl/test_shared_prompt.py 2>&1 | tee "$OUT/gpu_tests.txt"
     (cd benchmarks && python decode_breakdown.py --out "$OUT/decode_breakdown.json") 2>&1 \
         | tee "$OUT/decode_breakdown.txt"
+    [[ "${WITH_COMPILED:-0}" == 1 ]] && (cd benchmarks && for attention in matmul flex; do
+        python decode_breakdown.py --compiled --attention $attention \
+            --out "$OUT/decode_breakdown_compiled_$attention.json"; done) 2>&1 \
+        | tee "$OUT/decode_breakdown_compiled.txt"
     [[ "${WITH_DECODE:-0}" == 1 ]] && bash "$0" 5
     ;;
 5)
