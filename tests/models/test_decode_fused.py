@@ -230,3 +230,28 @@ def test_fused_engine_greedy_equals_generate(tiny_model_dir, arch, attention):
     assert engine.fused_step
     got = engine.generate(inputs, 3, max_new_tokens=12, eos_token_ids=eos, pad_token_id=pad, do_sample=False)
     assert torch.equal(got, reference_greedy(model, inputs, processor, 12).repeat_interleave(3, 0))
+
+
+@pytest.mark.slow
+def test_flex_attention_compiles_at_most_twice_across_cache_lengths():
+    """The engine's buckets give caches of many lengths: flex attention compiles for the first, once
+    more (the length then dynamic) for the second, and reuses that for the rest."""
+    from torch._dynamo.utils import counters
+
+    import videothinker.models.decode_fused as decode_fused
+
+    torch._dynamo.reset()
+    counters.clear()
+    decode_fused._compiled_flex = None
+    gen = torch.Generator().manual_seed(4)
+    n, K, group, D = 2, 2, 4, 8
+    w = SimpleNamespace(dtype=torch.float32, num_kv_heads=K, num_heads=K * group)
+    for slots in (200, 330, 460, 590):
+        q = torch.randn(n, K, group, D, generator=gen)
+        kv = torch.randn(2, n, K, slots, D, generator=gen)
+        attend = torch.zeros(n, slots, dtype=torch.bool)
+        attend[:, : slots - 50] = True
+        out = cache_attention(q, kv, step_mask(attend, w, "flex"), 0.3)
+        sdpa = cache_attention(q, kv, step_mask(attend, w, "sdpa"), 0.3)
+        torch.testing.assert_close(out, sdpa, rtol=0, atol=2e-6)
+    assert counters["stats"]["unique_graphs"] <= 2
