@@ -72,6 +72,7 @@ def reference_code_logprobs(model, prompt_ids, prompt_mask, completion_ids, comp
 
 
 def main() -> None:
+    from videothinker.config import DECODE_ATTENTION
     from videothinker.models.loading import enable_activation_checkpointing
     from videothinker.rl.logprobs import completion_logprobs, naive_completion_logprobs
     from videothinker.rl.losses import policy_loss
@@ -108,7 +109,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--decode-attention",
-        choices=["sdpa", "matmul", "flex"],
+        choices=DECODE_ATTENTION,
         default=None,
         help="the fused step's attention over the cache (rollout.decode_attention; default: the trainer's)",
     )

@@ -86,6 +86,22 @@ def median_time(fn, repeats: int, device: str, inner: int = 1) -> float:
     return statistics.median(times)
 
 
+def capture(fn, calls: int = 1, warmups: int = 1) -> torch.cuda.CUDAGraph:
+    """``calls`` calls of ``fn`` captured in one CUDA graph, after ``warmups`` calls on a side stream
+    (where compiling and first allocations happen, outside the capture)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return graph
+
+
 def graph_time(fn, repeats: int, device: str, inner: int = 10) -> tuple[float, str]:
     """Median seconds of one call of ``fn`` with ``inner`` calls captured in one CUDA graph and
     replayed, so that launches (which dominate a microsecond kernel run eagerly) are not counted, as
@@ -94,16 +110,7 @@ def graph_time(fn, repeats: int, device: str, inner: int = 10) -> tuple[float, s
     if device != "cuda":
         return median_time(fn, repeats, device, inner), "eager"
     try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(inner):
-                fn()
+        graph = capture(fn, inner, warmups=2)
     except Exception as exc:  # e.g. a compiled call that cannot be captured
         print(f"  (not capturable, timed eagerly: {type(exc).__name__}: {str(exc)[:120]})")
         torch.cuda.synchronize()
@@ -267,14 +274,7 @@ def main() -> None:
         if device == "cuda":
             result["graph_ms_per_step_by_attention"] = {}
             for attention in DECODE_ATTENTION:
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream):
-                    step_with(attention)()
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    step_with(attention)()
+                graph = capture(step_with(attention))
                 ms = median_time(graph.replay, args.repeats, device, inner=10) * 1e3
                 result["graph_ms_per_step_by_attention"][attention] = ms
                 del graph

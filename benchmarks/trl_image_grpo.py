@@ -68,6 +68,20 @@ TEMPLATE = "mixed"  # the paper presets' data.template
 WORKER_PACKAGES = ("trl", "datasets", "transformers", "pyarrow", "pandas", "huggingface_hub", "dill")
 
 
+def disc_record(index: int, discs: int, data_type: str, path: str) -> dict:
+    """The record asking how many discs an image (or a clip of frames) shows; ``discs`` is the answer."""
+    medium = "image" if data_type == "image" else "video"
+    return {
+        "problem_id": index,
+        "problem": f"How many discs are in the {medium}?",
+        "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
+        "solution": f"<answer>{'ABCD'[discs - 1]}</answer>",
+        "problem_type": "multiple choice",
+        "data_type": data_type,
+        "path": path,
+    }
+
+
 def make_records(folder: Path, count: int, width: int, height: int) -> Path:
     """``count`` images of 1 to 4 discs with the question 'how many discs', as image records."""
     records = folder / "train.json"
@@ -88,17 +102,7 @@ def make_records(folder: Path, count: int, width: int, height: int) -> Path:
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
         name = f"images/image_{i:03d}.png"
         image.save(folder / name)
-        rows.append(
-            {
-                "problem_id": i,
-                "problem": "How many discs are in the image?",
-                "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
-                "solution": f"<answer>{'ABCD'[discs - 1]}</answer>",
-                "problem_type": "multiple choice",
-                "data_type": "image",
-                "path": name,
-            }
-        )
+        rows.append(disc_record(i, discs, "image", name))
     records.write_text(json.dumps(rows, indent=1))
     return records
 
@@ -127,17 +131,7 @@ def make_video_records(folder: Path, count: int, frames: int, width: int, height
                 y = min(max(y + drift * f * radius / 2, radius), height - radius)
                 draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
             image.save(clip / f"frame_{f:03d}.png")
-        rows.append(
-            {
-                "problem_id": i,
-                "problem": "How many discs are in the video?",
-                "options": ["A. 1", "B. 2", "C. 3", "D. 4"],
-                "solution": f"<answer>{'ABCD'[discs - 1]}</answer>",
-                "problem_type": "multiple choice",
-                "data_type": "frame",
-                "path": clip.name,
-            }
-        )
+        rows.append(disc_record(i, discs, "frame", clip.name))
     records.write_text(json.dumps(rows, indent=1))
     return records
 

@@ -33,6 +33,10 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1  # absolute: parts 1 and 2 run from benchmarks/
 part=${1:?which part: 1, 2, 3, 4, 5, q, r or u}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv > "$OUT/gpu_$part.txt"
+install_wheels() {  # the peers' wheels (carried in .whl/) into a side folder; PYTHONPATH=/tmp/site-packages:src
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site-packages .whl/*.whl
+}
 case "$part" in
 1)
     python -m pytest -p no:cacheprovider -m gpu tests/models/test_engine.py tests/models/test_decode_fused.py \
@@ -64,8 +68,7 @@ case "$part" in
         2>&1 | tee "$OUT/train_e2e.txt"
     ;;
 4)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site-packages .whl/*.whl || exit 1
+    install_wheels || exit 1
     sets=()
     for item in ${OURS_SET:-}; do sets+=(--set "$item"); done
     PYTHONPATH=/tmp/site-packages:src python benchmarks/trl_image_grpo.py --peers "${PEERS:-trl}" \
@@ -80,8 +83,7 @@ r)
     (cd "$OUT" && tar czf all.tgz --exclude=all.tgz .)  # a call returns at most 8 files
     ;;
 u)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site-packages .whl/*.whl || exit 1
+    install_wheels || exit 1
     PYTHONPATH=/tmp/site-packages:src timeout 560 python benchmarks/trl_image_grpo.py --peers unsloth \
         --frames 8 --steps 3 --set grpo.share_prompt=true --set rollout.fused_step=true \
         --set rollout.compile=true --out "$OUT/unsloth_video.json" 2>&1 | tee "$OUT/unsloth_video.txt"

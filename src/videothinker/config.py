@@ -377,6 +377,7 @@ class GRPOConfig:
 
 
 ENGINES = ("graph", "generate")
+DECODE_ATTENTION = ("sdpa", "matmul", "flex")  # rollout.decode_attention (`models/decode_fused.py`)
 
 
 @dataclasses.dataclass
@@ -430,7 +431,7 @@ class RolloutConfig:
 
     def problems(self) -> list[str]:
         out = _choice("rollout.engine", self.engine, ENGINES)
-        out += _choice("rollout.decode_attention", self.decode_attention, ("sdpa", "matmul", "flex"))
+        out += _choice("rollout.decode_attention", self.decode_attention, DECODE_ATTENTION)
         return out + [
             f"rollout.{name} must be >= 1, got {getattr(self, name)}"
             for name in ("prompt_bucket", "check_every")

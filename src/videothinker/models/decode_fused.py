@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from videothinker.config import DECODE_ATTENTION
 from videothinker.models.decode import DecoderWeights, LayerWeights, _adapters_to_merge, _linear, rotary
 from videothinker.models.sharding import is_dtensor
 from videothinker.models.vision import vlm_body
@@ -50,9 +51,6 @@ def additive_mask(attend: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[N, 1, 1, S]: 0 where a row attends, -inf elsewhere (made once per step, read by every layer)."""
     mask = torch.zeros(attend.shape, dtype=dtype, device=attend.device)
     return mask.masked_fill_(~attend, float("-inf")).view(attend.shape[0], 1, 1, -1)
-
-
-DECODE_ATTENTION = ("sdpa", "matmul", "flex")
 
 
 def step_mask(attend: torch.Tensor, w: DecoderWeights, attention: str = "sdpa") -> torch.Tensor | BlockMask:
