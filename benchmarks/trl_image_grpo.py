@@ -48,6 +48,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -261,9 +262,31 @@ def trl_worker(args) -> None:
             now = self._now()
             self.times.append(now - self.last)
             self.last = now
+            print(f"{args.peer} step {len(self.times)}: {self.times[-1]:.2f} s", flush=True)
+            write(finished=False)  # a peer stopped by --peer-timeout keeps the steps that ended
 
         def on_log(self, args, state, control, logs=None, **k):
             self.logs.append(dict(logs or {}))
+
+    def write(finished: bool) -> None:
+        lengths = [r["completions/mean_length"] for r in timer.logs if "completions/mean_length" in r]
+        logged = [r["step_time"] for r in timer.logs if "step_time" in r]  # TRL's own, from 1.x on
+        result = {
+            "step_times_s": timer.times,
+            "finished": finished,
+            "trl_logged_step_time_median_s": statistics.median(logged[1:] or logged) if logged else None,
+            "completion_length": statistics.mean(lengths) if lengths else None,
+            "prompt_tokens": trl_prompt,
+            "prompt_tokens_videothinker_build": vt_prompt,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
+            "versions": {
+                name: importlib.metadata.version(name)
+                for name in WORKER_PACKAGES + (("unsloth", "unsloth_zoo") if args.peer == "unsloth" else ())
+            },
+            "log": timer.logs,
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2))
 
     dataset = trl_dataset(Path(args.records))
     trl_prompt, vt_prompt = prompt_lengths(Path(args.model), dataset, Path(args.records))
@@ -303,28 +326,33 @@ def trl_worker(args) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    lengths = [r["completions/mean_length"] for r in timer.logs if "completions/mean_length" in r]
-    logged = [r["step_time"] for r in timer.logs if "step_time" in r]  # TRL's own, from 1.x on
-    result = {
-        "step_times_s": timer.times,
-        "trl_logged_step_time_median_s": statistics.median(logged[1:] or logged) if logged else None,
-        "completion_length": statistics.mean(lengths) if lengths else None,
-        "prompt_tokens": trl_prompt,
-        "prompt_tokens_videothinker_build": vt_prompt,
-        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
-        "versions": {
-            name: importlib.metadata.version(name)
-            for name in WORKER_PACKAGES + (("unsloth", "unsloth_zoo") if args.peer == "unsloth" else ())
-        },
-        "log": timer.logs,
-    }
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write(finished=True)
 
 
 def summary(times: list[float]) -> dict:
-    median = statistics.median(times[1:] or times)
+    """Median over the steps after the first (None when only the first ended: it holds compiling)."""
+    median = statistics.median(times[1:]) if len(times) > 1 else None
     return {"median_step_time_s": median, "first_step_time_s": times[0], "step_times_s": times}
+
+
+def run_worker(command: list[str], out: Path, env: dict, timeout: float | None) -> dict:
+    """Runs a peer's worker; its JSON, or {"status": why} when it failed or no step ended in time.
+
+    At ``timeout`` seconds the worker's whole process group is killed (compile workers included)
+    and the JSON it wrote after its last finished step is read, ``"finished": false``."""
+    out.unlink(missing_ok=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if not out.exists() or not json.loads(out.read_text())["step_times_s"]:
+            return {"status": f"stopped at --peer-timeout {timeout:g} s before its first step ended"}
+        return {**json.loads(out.read_text()), "stopped_at_timeout_s": timeout}
+    if code != 0:  # a peer that does not run is reported, and the others still run
+        return {"status": f"failed (exit {code}; its output is in the log above)"}
+    return json.loads(out.read_text())
 
 
 def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
@@ -341,10 +369,9 @@ def run_peer(args, peer: str, model: Path, records: Path, work: Path) -> dict:
         stubs = str(Path(__file__).parent / "peer_stubs")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (stubs, env.get("PYTHONPATH")) if p)
     with GpuMemoryPoller() as memory:
-        done = subprocess.run(command, cwd=ROOT, env=env)
-    if done.returncode != 0:  # a peer that does not run is reported, and the others still run
-        return {"status": f"failed (exit {done.returncode}; its output is in the log above)"}
-    worker = json.loads(out.read_text())
+        worker = run_worker(command, out, env, args.peer_timeout)
+    if "status" in worker:
+        return worker
     shutil.rmtree(work / "trl-run", ignore_errors=True)
     return {
         **summary(worker.pop("step_times_s")),
@@ -367,6 +394,7 @@ def write_result(args, width: int, height: int, peers: dict, failed: dict, ours:
         **{
             f"{peer}_over_videothinker": r["median_step_time_s"] / ours["median_step_time_s"]
             for peer, r in peers.items()
+            if r["median_step_time_s"] and ours["median_step_time_s"]  # None: one step ended
         },
         **{peer: {k: v for k, v in r.items() if k != "versions"} for peer, r in peers.items()},
         **failed,
@@ -434,6 +462,12 @@ def main() -> None:
         default="trl",
         help="comma-separated peers to run beside videothinker: trl, unsloth (its wheels: unsloth_wheels.sh)",
     )
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=None,
+        help="seconds after which a peer is stopped and the steps it finished are reported (default: none)",
+    )
     parser.add_argument("--peer", default="trl", help=argparse.SUPPRESS)
     parser.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--build-worker", action="store_true", help=argparse.SUPPRESS)
@@ -475,12 +509,15 @@ def main() -> None:
     print(f"\n{'':14}{'median s':>10}{'first s':>10}{'smi GiB':>10}{'compl len':>11}")
     names = {"trl": "TRL GRPO", "unsloth": "Unsloth GRPO"}
     for name, r in [(names[p], r) for p, r in peers.items()] + [("videothinker", ours)]:
+        median = "-" if r["median_step_time_s"] is None else f"{r['median_step_time_s']:.2f}"
         print(
-            f"{name:14}{r['median_step_time_s']:10.2f}{r['first_step_time_s']:10.2f}"
-            f"{r['peak_nvidia_smi_gib']:10.1f}{r['completion_length']:11.1f}"
+            f"{name:14}{median:>10}{r['first_step_time_s']:10.2f}"
+            f"{r['peak_nvidia_smi_gib']:10.1f}{r['completion_length'] or 0:11.1f}"
+            + ("" if r.get("finished", True) else f"  (stopped at {r['stopped_at_timeout_s']:g} s)")
         )
     for peer, r in peers.items():
-        print(f"{names[peer]} / videothinker step time: {result[f'{peer}_over_videothinker']:.2f}x")
+        ratio = result.get(f"{peer}_over_videothinker")
+        print(f"{names[peer]} / videothinker step time: " + ("-" if ratio is None else f"{ratio:.2f}x"))
         print(f"  its own logged step_time, median: {r['trl_logged_step_time_median_s']}")
         print(
             f"  torch peak GiB: {r['peak_allocated_gib']:.1f} allocated, {r['peak_reserved_gib']:.1f} reserved"

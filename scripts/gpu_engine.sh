@@ -84,8 +84,8 @@ r)
     ;;
 u)
     install_wheels || exit 1
-    PYTHONPATH=/tmp/site-packages:src timeout 560 python benchmarks/trl_image_grpo.py --peers unsloth \
-        --frames 8 --steps 3 --set grpo.share_prompt=true --set rollout.fused_step=true \
+    PYTHONPATH=/tmp/site-packages:src timeout 580 python benchmarks/trl_image_grpo.py --peers unsloth \
+        --frames 8 --steps 4 --peer-timeout "${PEER_TIMEOUT:-420}" --set grpo.share_prompt=true --set rollout.fused_step=true \
         --set rollout.compile=true --out "$OUT/unsloth_video.json" 2>&1 | tee "$OUT/unsloth_video.txt"
     ;;
 q)
