@@ -110,6 +110,11 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         ["rollout.compile=true", "rollout.decode_attention=flex"],
     ),
+    "3b_fp32_master_shared_compiled_flex": (
+        "3b",
+        "paper_qwen2_5_vl_3b_cdpo",
+        ["grpo.share_prompt=true", "rollout.compile=true", "rollout.decode_attention=flex"],
+    ),
     "3b_fp32_master_shared_ckpt12_compiled_matmul": (
         "3b",
         "paper_qwen2_5_vl_3b_cdpo",
