@@ -1,0 +1,94 @@
+"""Does the step's flex attention slow down once a second cache length has been seen?
+
+`flex_cache_attention` compiles flex attention with torch's automatic dynamic shapes: the first cache
+length compiles a kernel for that length, a second length compiles once more with the length dynamic,
+and later lengths reuse that. This times the step's call (`flex_block_mask` + `cache_attention`, 8
+rows, the 3B model's heads, bf16, 10 calls in one CUDA graph) at ``--slots`` cache slots with
+``--written`` of them written, first in a fresh compile (static), then again after ``--other``
+slots were compiled (dynamic), in one process; the block mask's making (once a step, for all
+layers) apart; `baddbmm` at the same shape; both at a cache length 36 slots shorter, not a
+multiple of 8 (decode_breakdown.py's 2268).
+
+    python benchmarks/flex_shapes.py --out flex_shapes.json     # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from decode_breakdown import graph_time
+
+import videothinker.models.decode_fused as fused
+from videothinker.models.decode_fused import cache_attention, flex_block_mask
+
+
+def shapes(rows: int, slots: int, written: int, device: str):
+    K, group, D = 2, 8, 128  # Qwen2.5-VL-3B: 16 query heads, 2 kv heads, head dim 128
+    q = torch.randn((rows, K, group, D), dtype=torch.bfloat16, device=device)
+    kv = torch.randn((2, rows, K, slots, D), dtype=torch.bfloat16, device=device)
+    attend = torch.zeros((rows, slots), dtype=torch.bool, device=device)
+    attend[:, :written] = True
+    flat = torch.zeros((rows * K, group, slots), dtype=torch.bfloat16, device=device)
+    flat.masked_fill_(~attend.repeat_interleave(K, 0)[:, None, :], float("-inf"))
+    return q, kv, attend, flat, group
+
+
+def time_flex(rows: int, slots: int, written: int, repeats: int, device: str) -> float:
+    """The call alone, its block mask made once (as the step makes it once for all layers)."""
+    q, kv, attend, _, group = shapes(rows, slots, written, device)
+    blocks = flex_block_mask(attend, group)
+    seconds, _ = graph_time(lambda: cache_attention(q, kv, blocks, 0.088), repeats, device)
+    return seconds * 1e6
+
+
+def time_matmul(rows: int, slots: int, written: int, repeats: int, device: str) -> float:
+    q, kv, _, flat, _ = shapes(rows, slots, written, device)
+    seconds, _ = graph_time(lambda: cache_attention(q, kv, flat, 0.088), repeats, device)
+    return seconds * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--slots", type=int, default=2304)
+    parser.add_argument("--written", type=int, default=1952)
+    parser.add_argument("--other", type=int, default=1600, help="the second cache length compiled")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default="flex_shapes.json")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    static = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    time_flex(args.rows, args.other, min(args.written, args.other), args.repeats, device)  # compiles again
+    dynamic = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    torch._dynamo.reset()
+    fused._compiled_flex = None
+    static_again = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    _, _, attend, _, group = shapes(args.rows, args.slots, args.written, device)
+    mask_s, _ = graph_time(lambda: flex_block_mask(attend, group), args.repeats, device)
+    unaligned = args.slots - 36  # a cache length that is not a multiple of 8 (decode_breakdown's 2268)
+    result = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        **{k: getattr(args, k) for k in ("rows", "slots", "written", "other")},
+        "us_per_call": {
+            "flex, first length (static)": static,
+            "flex, after a second length (dynamic)": dynamic,
+            "flex, static again": static_again,
+            "flex_block_mask (once a step)": mask_s * 1e6,
+            "baddbmm": time_matmul(args.rows, args.slots, args.written, args.repeats, device),
+            f"flex at {unaligned} slots": time_flex(args.rows, unaligned, args.written, args.repeats, device),
+            f"baddbmm at {unaligned} slots": time_matmul(
+                args.rows, unaligned, args.written, args.repeats, device
+            ),
+        },
+    }
+    for name, us in result["us_per_call"].items():
+        print(f"{name:40} {us:8.1f} us")
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
