@@ -10,6 +10,7 @@ layers) apart; `baddbmm` at the same shape; both at a cache length 36 slots shor
 multiple of 8 (decode_breakdown.py's 2268).
 
     python benchmarks/flex_shapes.py --out flex_shapes.json     # GPU
+    python benchmarks/flex_shapes.py --tiny                     # CPU smoke run
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from videothinker.models.decode_fused import cache_attention, flex_block_mask
 
 def shapes(rows: int, slots: int, written: int, device: str):
     K, group, D = 2, 8, 128  # Qwen2.5-VL-3B: 16 query heads, 2 kv heads, head dim 128
+    torch.manual_seed(0)  # the same q and cache for every call at one shape
     q = torch.randn((rows, K, group, D), dtype=torch.bfloat16, device=device)
     kv = torch.randn((2, rows, K, slots, D), dtype=torch.bfloat16, device=device)
     attend = torch.zeros((rows, slots), dtype=torch.bool, device=device)
@@ -35,18 +37,19 @@ def shapes(rows: int, slots: int, written: int, device: str):
     return q, kv, attend, flat, group
 
 
-def time_flex(rows: int, slots: int, written: int, repeats: int, device: str) -> float:
-    """The call alone, its block mask made once (as the step makes it once for all layers)."""
+def time_flex(rows: int, slots: int, written: int, repeats: int, device: str) -> tuple[float, torch.Tensor]:
+    """The call alone (us), its block mask made once (as the step makes it once for all layers);
+    and its output."""
     q, kv, attend, _, group = shapes(rows, slots, written, device)
     blocks = flex_block_mask(attend, group)
     seconds, _ = graph_time(lambda: cache_attention(q, kv, blocks, 0.088), repeats, device)
-    return seconds * 1e6
+    return seconds * 1e6, cache_attention(q, kv, blocks, 0.088)
 
 
-def time_matmul(rows: int, slots: int, written: int, repeats: int, device: str) -> float:
+def time_matmul(rows: int, slots: int, written: int, repeats: int, device: str) -> tuple[float, torch.Tensor]:
     q, kv, _, flat, _ = shapes(rows, slots, written, device)
     seconds, _ = graph_time(lambda: cache_attention(q, kv, flat, 0.088), repeats, device)
-    return seconds * 1e6
+    return seconds * 1e6, cache_attention(q, kv, flat, 0.088)
 
 
 def main() -> None:
@@ -57,17 +60,23 @@ def main() -> None:
     parser.add_argument("--other", type=int, default=1600, help="the second cache length compiled")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default="flex_shapes.json")
+    parser.add_argument("--tiny", action="store_true", help="2 rows, a 320-slot cache (CPU smoke run)")
     args = parser.parse_args()
+    if args.tiny:
+        args.rows, args.slots, args.written, args.other, args.repeats = 2, 320, 200, 192, 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    static = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    shape = (args.rows, args.slots, args.written, args.repeats, device)
+    static, reference = time_flex(*shape)
     time_flex(args.rows, args.other, min(args.written, args.other), args.repeats, device)  # compiles again
-    dynamic = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    dynamic, dynamic_out = time_flex(*shape)
     torch._dynamo.reset()
     fused._compiled_flex = None
-    static_again = time_flex(args.rows, args.slots, args.written, args.repeats, device)
+    static_again, _ = time_flex(*shape)
     _, _, attend, _, group = shapes(args.rows, args.slots, args.written, device)
     mask_s, _ = graph_time(lambda: flex_block_mask(attend, group), args.repeats, device)
+    matmul, matmul_out = time_matmul(*shape)
     unaligned = args.slots - 36  # a cache length that is not a multiple of 8 (decode_breakdown's 2268)
+    short = (args.rows, unaligned, args.written, args.repeats, device)
     result = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -77,15 +86,18 @@ def main() -> None:
             "flex, after a second length (dynamic)": dynamic,
             "flex, static again": static_again,
             "flex_block_mask (once a step)": mask_s * 1e6,
-            "baddbmm": time_matmul(args.rows, args.slots, args.written, args.repeats, device),
-            f"flex at {unaligned} slots": time_flex(args.rows, unaligned, args.written, args.repeats, device),
-            f"baddbmm at {unaligned} slots": time_matmul(
-                args.rows, unaligned, args.written, args.repeats, device
-            ),
+            "baddbmm": matmul,
+            f"flex at {unaligned} slots": time_flex(*short)[0],
+            f"baddbmm at {unaligned} slots": time_matmul(*short)[0],
+        },
+        "max_abs_diff_to_baddbmm": {  # bf16 rounding only
+            "flex (static)": (reference.float() - matmul_out.float()).abs().max().item(),
+            "flex (dynamic)": (dynamic_out.float() - matmul_out.float()).abs().max().item(),
         },
     }
     for name, us in result["us_per_call"].items():
         print(f"{name:40} {us:8.1f} us")
+    print("max |diff| to baddbmm:", result["max_abs_diff_to_baddbmm"])
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
 

@@ -103,7 +103,7 @@ RUNS: dict[str, tuple[str, str, list[str]]] = {
         "paper_qwen2_5_vl_3b_cdpo",
         ["grpo.share_prompt=true", *COMPILED_MATMUL],
     ),
-    # flex attention over the cache (decode_breakdown.py: the fastest kernel alone), eager and compiled layers
+    # flex attention over the cache (it reads only the written blocks), eager and compiled layers
     "3b_fp32_master_flex": ("3b", "paper_qwen2_5_vl_3b_cdpo", ["rollout.decode_attention=flex"]),
     "3b_fp32_master_compiled_flex": (
         "3b",
