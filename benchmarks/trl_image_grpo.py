@@ -38,6 +38,10 @@ peers: Unsloth pins TRL <= 1.15). Unsloth's CPU backend refuses vision models, s
 clips of F PNG frames in which the discs drift, read by ours as frame folders (every frame sampled at
 2 fps) and given to Unsloth as the frames' paths in a video part of the chat prompt, which its
 processor loads; ``prompt_lengths`` reports both prompts' token counts, which should be equal.
+
+Each peer's worker writes its step times after every step; ``--peer-timeout S`` stops a peer (its
+whole process group) after S seconds and reports the steps that ended, marked unfinished, so a peer
+slower than a device call still gives a number (Unsloth's video run: ``scripts/gpu_engine.sh u``).
 """
 
 from __future__ import annotations
