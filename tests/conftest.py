@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def run_benchmark(tmp_path) -> Callable[..., dict]:
+    """Runs ``benchmarks/<script> <args> --out <json>`` (src/ on the path) and returns its JSON."""
+
+    def run(script: str, *args: str) -> dict:
+        out = tmp_path / f"{Path(script).stem}.json"
+        paths = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        cmd = [sys.executable, script, *args, "--out", str(out)]
+        subprocess.run(cmd, cwd=ROOT / "benchmarks", env=env, check=True, capture_output=True, timeout=600)
+        return json.loads(out.read_text())
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,6 @@ kernels; the floor's arithmetic by hand."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,17 +11,20 @@ from types import SimpleNamespace
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.mark.slow
-def test_tiny_run_with_the_profile(tmp_path):
-    out = tmp_path / "cdpo_step.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "cdpo_step.py", "--tiny", "--completion-tokens", "8", "--repeats", "1"]
-    cmd += ["--paths", "lean,shared,shared_dense,naive", "--profile", "--out", str(out)]
-    subprocess.run(cmd, cwd=BENCHMARKS, env=env, check=True, capture_output=True, timeout=600)
-    result = json.loads(out.read_text())
+def test_tiny_run_with_the_profile(run_benchmark):
+    args = [
+        "--tiny",
+        "--completion-tokens",
+        "8",
+        "--repeats",
+        "1",
+        "--paths",
+        "lean,shared,shared_dense,naive",
+    ]
+    result = run_benchmark("cdpo_step.py", *args, "--profile")
     for path in ("lean", "shared", "shared_dense", "naive"):
         assert result[path]["update_s"] > 0, path
         phases = result[path]["profile"]["phases"]

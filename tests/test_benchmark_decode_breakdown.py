@@ -4,26 +4,18 @@ not, and the kernel kinds are told apart."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_run(tmp_path):
-    out = tmp_path / "breakdown.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "decode_breakdown.py", "--tiny", "--out", str(out)]
-    subprocess.run(cmd, cwd=BENCHMARKS, env=env, check=True, capture_output=True, timeout=600)
-    result = json.loads(out.read_text())
+def test_tiny_run(run_benchmark):
+    result = run_benchmark("decode_breakdown.py", "--tiny")
     attention = result["attention"]
     assert attention["sdpa"]["max_abs_diff_to_sdpa"] == 0.0
     for name in (

@@ -4,26 +4,13 @@ step's matmul form computes."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_run(tmp_path):
-    out = tmp_path / "flex_shapes.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "flex_shapes.py", "--tiny", "--out", str(out)]
-    subprocess.run(cmd, cwd=BENCHMARKS, env=env, check=True, capture_output=True, timeout=600)
-    result = json.loads(out.read_text())
+def test_tiny_run(run_benchmark):
+    result = run_benchmark("flex_shapes.py", "--tiny")
     assert (result["slots"], result["written"], result["other"]) == (320, 200, 192)
     timed = result["us_per_call"]
     assert set(timed) == {
