@@ -290,7 +290,9 @@ def trl_worker(args) -> None:
             },
             "log": timer.logs,
         }
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        partial = Path(f"{args.out}.partial")  # then renamed: a kill mid-write leaves the last whole file
+        partial.write_text(json.dumps(result, indent=2))
+        partial.replace(args.out)
 
     dataset = trl_dataset(Path(args.records))
     trl_prompt, vt_prompt = prompt_lengths(Path(args.model), dataset, Path(args.records))
