@@ -218,6 +218,7 @@ def main() -> None:
         fused_layer,
         step_mask,
     )
+    from videothinker.models.engine import cache_slots
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=8, help="B*G")
@@ -245,8 +246,7 @@ def main() -> None:
         args.prompt, args.decoded, args.repeats = min(args.prompt, 40), min(args.decoded, 8), 3
     model = build_model(qwen2_5_vl_3b_config(args.tiny), seed=0, device=device).eval()
     w = weights_from_model(model, fuse=True)
-    # whole multiples of 64 as the engine makes them (an unaligned length slows baddbmm twofold)
-    slots = -(-(args.prompt + (768 if not args.tiny else 16)) // 64) * 64
+    slots = cache_slots(args.prompt, 768 if not args.tiny else 16)  # as the engine makes its cache
     kv, attend, tokens, positions, write_index = step_state(
         w, args.rows, args.prompt, args.decoded, slots, device
     )

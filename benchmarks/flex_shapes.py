@@ -17,39 +17,38 @@ from __future__ import annotations
 
 import argparse
 import json
+from types import SimpleNamespace
 
 import torch
 from decode_breakdown import graph_time
 
 import videothinker.models.decode_fused as fused
-from videothinker.models.decode_fused import cache_attention, flex_block_mask
+from videothinker.models.decode_fused import cache_attention, flex_block_mask, step_mask
+
+# Qwen2.5-VL-3B's attention: 16 query heads, 2 kv heads, head dim 128; what `step_mask` reads of the weights
+HEADS = SimpleNamespace(num_heads=16, num_kv_heads=2, head_dim=128, dtype=torch.bfloat16)
 
 
 def shapes(rows: int, slots: int, written: int, device: str):
-    K, group, D = 2, 8, 128  # Qwen2.5-VL-3B: 16 query heads, 2 kv heads, head dim 128
+    """The query, the joint K/V cache and ``attend`` (``written`` slots) of one layer at a step."""
+    K, D = HEADS.num_kv_heads, HEADS.head_dim
     torch.manual_seed(0)  # the same q and cache for every call at one shape
-    q = torch.randn((rows, K, group, D), dtype=torch.bfloat16, device=device)
-    kv = torch.randn((2, rows, K, slots, D), dtype=torch.bfloat16, device=device)
+    q = torch.randn((rows, K, HEADS.num_heads // K, D), dtype=HEADS.dtype, device=device)
+    kv = torch.randn((2, rows, K, slots, D), dtype=HEADS.dtype, device=device)
     attend = torch.zeros((rows, slots), dtype=torch.bool, device=device)
     attend[:, :written] = True
-    flat = torch.zeros((rows * K, group, slots), dtype=torch.bfloat16, device=device)
-    flat.masked_fill_(~attend.repeat_interleave(K, 0)[:, None, :], float("-inf"))
-    return q, kv, attend, flat, group
+    return q, kv, attend
 
 
-def time_flex(rows: int, slots: int, written: int, repeats: int, device: str) -> tuple[float, torch.Tensor]:
-    """The call alone (us), its block mask made once (as the step makes it once for all layers);
-    and its output."""
-    q, kv, attend, _, group = shapes(rows, slots, written, device)
-    blocks = flex_block_mask(attend, group)
-    seconds, _ = graph_time(lambda: cache_attention(q, kv, blocks, 0.088), repeats, device)
-    return seconds * 1e6, cache_attention(q, kv, blocks, 0.088)
-
-
-def time_matmul(rows: int, slots: int, written: int, repeats: int, device: str) -> tuple[float, torch.Tensor]:
-    q, kv, _, flat, _ = shapes(rows, slots, written, device)
-    seconds, _ = graph_time(lambda: cache_attention(q, kv, flat, 0.088), repeats, device)
-    return seconds * 1e6, cache_attention(q, kv, flat, 0.088)
+def time_attention(
+    rows: int, slots: int, written: int, repeats: int, device: str, attention: str
+) -> tuple[float, torch.Tensor]:
+    """The step's ``attention`` call alone (us), with the mask `step_mask` makes for it once a step
+    (for all layers); and its output."""
+    q, kv, attend = shapes(rows, slots, written, device)
+    mask = step_mask(attend, HEADS, attention)
+    seconds, _ = graph_time(lambda: cache_attention(q, kv, mask, 0.088), repeats, device)
+    return seconds * 1e6, cache_attention(q, kv, mask, 0.088)
 
 
 def main() -> None:
@@ -66,15 +65,18 @@ def main() -> None:
         args.rows, args.slots, args.written, args.other, args.repeats = 2, 320, 200, 192, 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = (args.rows, args.slots, args.written, args.repeats, device)
-    static, reference = time_flex(*shape)
-    time_flex(args.rows, args.other, min(args.written, args.other), args.repeats, device)  # compiles again
-    dynamic, dynamic_out = time_flex(*shape)
+    static, reference = time_attention(*shape, "flex")
+    time_attention(
+        args.rows, args.other, min(args.written, args.other), args.repeats, device, "flex"
+    )  # again
+    dynamic, dynamic_out = time_attention(*shape, "flex")
     torch._dynamo.reset()
     fused._compiled_flex = None
-    static_again, _ = time_flex(*shape)
-    _, _, attend, _, group = shapes(args.rows, args.slots, args.written, device)
+    static_again, _ = time_attention(*shape, "flex")
+    _, _, attend = shapes(args.rows, args.slots, args.written, device)
+    group = HEADS.num_heads // HEADS.num_kv_heads
     mask_s, _ = graph_time(lambda: flex_block_mask(attend, group), args.repeats, device)
-    matmul, matmul_out = time_matmul(*shape)
+    matmul, matmul_out = time_attention(*shape, "matmul")
     unaligned = args.slots - 36  # a cache length that is not a multiple of 8 (decode_breakdown's 2268)
     short = (args.rows, unaligned, args.written, args.repeats, device)
     result = {
@@ -87,8 +89,8 @@ def main() -> None:
             "flex, static again": static_again,
             "flex_block_mask (once a step)": mask_s * 1e6,
             "baddbmm": matmul,
-            f"flex at {unaligned} slots": time_flex(*short)[0],
-            f"baddbmm at {unaligned} slots": time_matmul(*short)[0],
+            f"flex at {unaligned} slots": time_attention(*short, "flex")[0],
+            f"baddbmm at {unaligned} slots": time_attention(*short, "matmul")[0],
         },
         "max_abs_diff_to_baddbmm": {  # bf16 rounding only
             "flex (static)": (reference.float() - matmul_out.float()).abs().max().item(),

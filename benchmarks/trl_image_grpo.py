@@ -272,7 +272,13 @@ def trl_worker(args) -> None:
         def on_log(self, args, state, control, logs=None, **k):
             self.logs.append(dict(logs or {}))
 
+    versions = {
+        name: importlib.metadata.version(name)
+        for name in WORKER_PACKAGES + (("unsloth", "unsloth_zoo") if args.peer == "unsloth" else ())
+    }
+
     def write(finished: bool) -> None:
+        """The worker's JSON so far (after each step and at the end)."""
         lengths = [r["completions/mean_length"] for r in timer.logs if "completions/mean_length" in r]
         logged = [r["step_time"] for r in timer.logs if "step_time" in r]  # TRL's own, from 1.x on
         result = {
@@ -284,10 +290,7 @@ def trl_worker(args) -> None:
             "prompt_tokens_videothinker_build": vt_prompt,
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
-            "versions": {
-                name: importlib.metadata.version(name)
-                for name in WORKER_PACKAGES + (("unsloth", "unsloth_zoo") if args.peer == "unsloth" else ())
-            },
+            "versions": versions,
             "log": timer.logs,
         }
         partial = Path(f"{args.out}.partial")  # then renamed: a kill mid-write leaves the last whole file
@@ -353,9 +356,10 @@ def run_worker(command: list[str], out: Path, env: dict, timeout: float | None) 
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        if not out.exists() or not json.loads(out.read_text())["step_times_s"]:
+        written = json.loads(out.read_text()) if out.exists() else {"step_times_s": []}
+        if not written["step_times_s"]:
             return {"status": f"stopped at --peer-timeout {timeout:g} s before its first step ended"}
-        return {**json.loads(out.read_text()), "stopped_at_timeout_s": timeout}
+        return {**written, "stopped_at_timeout_s": timeout}
     if code != 0:  # a peer that does not run is reported, and the others still run
         return {"status": f"failed (exit {code}; its output is in the log above)"}
     return json.loads(out.read_text())

@@ -141,6 +141,12 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def cache_slots(prompt_slots: int, max_new_tokens: int) -> int:
+    """The static cache's length: whole multiples of 64 slots (a length that is not a multiple of 8
+    slows the matmul decode attention's ``baddbmm`` about twofold, docs/PERFORMANCE.md)."""
+    return _round_up(prompt_slots + max_new_tokens, 64)
+
+
 def _row_bucket(n: int) -> int:
     """Rows are padded to the next power of two (8 -> 8, 5 -> 8, 12 -> 16), so eval's last, smaller
     batch reuses a graph."""
@@ -315,7 +321,7 @@ class DecodeEngine:
         # 2. the bucket's buffers, filled with this batch
         w = self.weights
         N, P_cache = _row_bucket(B * G), _round_up(P, self.prompt_bucket)
-        S = _round_up(P_cache + max_new_tokens, 64)
+        S = cache_slots(P_cache, max_new_tokens)
         state = self._state((N, S, max_new_tokens, greedy, use_top_p, tuple(eos)))
         state.temperature.fill_(temperature)
         state.top_p.fill_(top_p)
